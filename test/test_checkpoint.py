@@ -1,0 +1,79 @@
+"""Prompter checkpoint format: round trip, content hash, compatibility checks, atomic writes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wps_sam_core.checkpoint import PrompterCheckpoint, load_prompter_checkpoint, save_prompter_checkpoint
+from wps_sam_core.errors import WpsSamError
+from wps_sam_core.segmenter import PartSegmenter
+
+from conftest import TEST_CLASSES, random_image
+
+
+def test_round_trip_stores_only_prompter_weights(tiny_files, tiny_model):
+    _, prompter_path = tiny_files
+    ckpt = load_prompter_checkpoint(prompter_path)
+    assert ckpt.class_names == TEST_CLASSES and ckpt.sam_type == "tiny" and ckpt.image_size == 256
+    assert ckpt.config == tiny_model.prompter.cfg
+    assert not any(k.startswith(("image_encoder", "mask_decoder", "prompt_encoder")) for k in ckpt.state_dict)
+    reference = tiny_model.prompter.state_dict()
+    assert all(torch.equal(ckpt.state_dict[k], reference[k]) for k in reference)
+
+
+def test_segmenter_from_files_equals_in_memory_model(tiny_files, tiny_model):
+    sam_path, prompter_path = tiny_files
+    from_files = PartSegmenter.from_checkpoints(prompter_path, "tiny", sam_path, device="cpu")
+    in_memory = PartSegmenter(tiny_model, TEST_CLASSES, device="cpu")
+    image = random_image(100, 140, 4)
+    import numpy as np
+    assert np.array_equal(from_files.segment(image).labels, in_memory.segment(image).labels)
+
+
+def test_tampered_weights_fail_the_hash(tiny_files, tmp_path):
+    _, prompter_path = tiny_files
+    data = bytearray(prompter_path.read_bytes())
+    data[-5] ^= 0xFF
+    bad = tmp_path / "tampered.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(WpsSamError, match="content hash mismatch"):
+        load_prompter_checkpoint(bad)
+
+
+def test_truncated_checkpoint(tiny_files, tmp_path):
+    _, prompter_path = tiny_files
+    bad = tmp_path / "truncated.safetensors"
+    bad.write_bytes(prompter_path.read_bytes()[:1000])
+    with pytest.raises(WpsSamError, match="corrupt or truncated"):
+        load_prompter_checkpoint(bad)
+
+
+def test_other_sam_type_is_refused(tiny_files):
+    _, prompter_path = tiny_files
+    with pytest.raises(WpsSamError, match="trained on SAM type 'tiny', not 'vit_b'"):
+        PartSegmenter.from_checkpoints(prompter_path, sam_type="vit_b", device="cpu")
+
+
+def test_other_class_count_is_refused(tiny_files):
+    ckpt = load_prompter_checkpoint(tiny_files[1])
+    with pytest.raises(WpsSamError, match="3 part classes, 40 were expected"):
+        ckpt.check_compatible("tiny", 256, num_classes=40)
+
+
+def test_atomic_save_leaves_no_partial_file(tiny_model, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    ckpt = PrompterCheckpoint(tiny_model.prompter.cfg, TEST_CLASSES, "tiny", 256, tiny_model.prompter.state_dict())
+    target = tmp_path / "p.safetensors"
+    save_prompter_checkpoint(target, ckpt)
+    before = target.read_bytes()
+
+    def crash(*args, **kwargs):
+        open(args[1], "wb").write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_prompter_checkpoint(target, ckpt)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["p.safetensors"]

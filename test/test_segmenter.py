@@ -1,0 +1,152 @@
+"""PartSegmenter on tiny random weights: shapes, dtypes, map/instance consistency, batching, input checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wps_sam_core.errors import WpsSamError
+from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings, assemble
+
+from conftest import TEST_CLASSES, make_tiny_model, random_image
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    return PartSegmenter(make_tiny_model(), TEST_CLASSES, device="cpu", settings=SegmenterSettings(score_threshold=0.0))
+
+
+def check_consistent(result, shape):
+    assert result.labels.shape == shape and result.labels.dtype == np.uint8
+    assert result.instance_ids.shape == shape and result.instance_ids.dtype == np.uint16
+    ids = set(np.unique(result.instance_ids)) - {0}
+    assert ids == {inst.instance_id for inst in result.instances}
+    assert [inst.instance_id for inst in result.instances] == list(range(1, len(result.instances) + 1))
+    assert np.array_equal(result.labels > 0, result.instance_ids > 0)
+    for inst in result.instances:
+        region = result.instance_ids == inst.instance_id
+        assert np.array_equal(region, inst.mask)
+        assert np.all(result.labels[region] == inst.class_id)
+        assert inst.class_name == TEST_CLASSES[inst.class_id - 1]
+        ys, xs = np.nonzero(region)
+        assert inst.box_xyxy == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert 0 <= inst.box_xyxy[0] < inst.box_xyxy[2] <= shape[1]
+        assert 0 <= inst.box_xyxy[1] < inst.box_xyxy[3] <= shape[0]
+    scores = [inst.score for inst in result.instances]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_shapes_dtypes_and_consistency_on_non_square_image(segmenter):
+    result = segmenter.segment(random_image(90, 210))
+    check_consistent(result, (90, 210))
+    assert len(result.instances) > 0  # forced-part model keeps its queries
+
+
+def test_batched_equals_one_by_one(segmenter):
+    images = [random_image(90, 210, 1), random_image(256, 256, 2), random_image(300, 120, 3)]
+    batched = segmenter.segment_batch(images)
+    for image, joint in zip(images, batched):
+        alone = segmenter.segment(image)
+        assert np.array_equal(joint.labels, alone.labels)
+        assert np.array_equal(joint.instance_ids, alone.instance_ids)
+        assert [(i.class_id, i.box_xyxy) for i in joint.instances] == [(i.class_id, i.box_xyxy) for i in alone.instances]
+        assert [i.score for i in joint.instances] == pytest.approx([i.score for i in alone.instances], abs=1e-5)
+
+
+def test_deterministic(segmenter):
+    image = random_image(128, 160, 7)
+    a, b = segmenter.segment(image), segmenter.segment(image)
+    assert np.array_equal(a.labels, b.labels) and np.array_equal(a.instance_ids, b.instance_ids)
+
+
+def test_decodes_only_kept_queries_in_one_call(segmenter, monkeypatch):
+    calls = []
+    original = segmenter.model.decode
+
+    def counting(embeddings, image_index, tokens):
+        calls.append(tokens.shape[0])
+        return original(embeddings, image_index, tokens)
+
+    monkeypatch.setattr(segmenter.model, "decode", counting)
+    segmenter.update_settings(max_instances=3)
+    try:
+        segmenter.segment_batch([random_image(64, 64, 1), random_image(80, 64, 2)])
+    finally:
+        segmenter.update_settings(max_instances=25)
+    assert calls == [6]  # 3 kept queries per image, both images, one decoder pass
+
+
+def test_threshold_one_keeps_nothing(segmenter):
+    segmenter.update_settings(score_threshold=1.0)
+    try:
+        result = segmenter.segment(random_image(50, 70))
+    finally:
+        segmenter.update_settings(score_threshold=0.0)
+    assert result.instances == [] and not result.labels.any() and not result.instance_ids.any()
+
+
+def test_no_object_queries_are_not_decoded():
+    seg = PartSegmenter(make_tiny_model(force_parts=False), TEST_CLASSES, device="cpu")
+    with torch.no_grad():
+        seg.model.prompter.class_head.bias[-1] = 50.0  # every query says "no object"
+    assert seg.segment(random_image(64, 64)).instances == []
+
+
+def test_class_filter(segmenter):
+    segmenter.update_settings(class_filter=["mug_handle"])
+    try:
+        result = segmenter.segment(random_image(100, 100, 5))
+    finally:
+        segmenter.update_settings(class_filter=[])
+    assert all(inst.class_name == "mug_handle" for inst in result.instances)
+
+
+@pytest.mark.parametrize("image,expected", [
+    (np.zeros((40, 50), np.uint8), (40, 50)),
+    (np.zeros((40, 50, 1), np.uint8), (40, 50)),
+    (np.zeros((40, 50, 4), np.uint8), (40, 50)),
+])
+def test_grayscale_and_rgba_are_converted(segmenter, image, expected):
+    assert segmenter.segment(image).labels.shape == expected
+
+
+def test_grayscale_equals_replicated_rgb(segmenter):
+    gray = random_image(60, 80)[:, :, 0]
+    a = segmenter.segment(gray)
+    b = segmenter.segment(np.repeat(gray[:, :, None], 3, axis=2))
+    assert np.array_equal(a.labels, b.labels)
+
+
+@pytest.mark.parametrize("image,message", [
+    (np.zeros((40, 50, 3), np.float32), "dtype uint8"),
+    (np.zeros((40, 50, 2), np.uint8), "shape"),
+    (np.zeros((2, 40, 50, 3), np.uint8), "shape"),
+    (np.zeros((0, 50, 3), np.uint8), "empty"),
+    ([[1, 2]], "numpy array"),
+])
+def test_bad_images_are_rejected_with_a_clear_error(segmenter, image, message):
+    with pytest.raises(WpsSamError, match=message):
+        segmenter.segment(image)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"score_threshold": 1.5}, "score_threshold"),
+    ({"max_instances": 0}, "max_instances"),
+    ({"mask_threshold": float("nan")}, "mask_threshold"),
+    ({"class_filter": ["wing"]}, "unknown classes"),
+])
+def test_invalid_settings_are_rejected_and_change_nothing(segmenter, changes, message):
+    before = segmenter.settings
+    with pytest.raises(WpsSamError, match=message):
+        segmenter.update_settings(**changes)
+    assert segmenter.settings == before
+
+
+def test_overlaps_resolved_by_score():
+    a = np.zeros((10, 10), bool); a[2:8, 2:8] = True
+    b = np.zeros((10, 10), bool); b[5:10, 5:10] = True
+    result = assemble(np.stack([a, b]), np.array([1, 2]), np.array([0.4, 0.9]), np.zeros(2), TEST_CLASSES)
+    assert result.labels[6, 6] == 2 and result.labels[3, 3] == 1  # higher score wins the overlap
+    assert [i.class_id for i in result.instances] == [2, 1]
+    hidden = assemble(np.stack([a, a]), np.array([1, 3]), np.array([0.2, 0.8]), np.zeros(2), TEST_CLASSES)
+    assert len(hidden.instances) == 1 and hidden.instances[0].class_id == 3

@@ -1,0 +1,119 @@
+"""Prompter checkpoints: safetensors with only the trainable weights plus metadata.
+
+SAM weights are referenced (type, and the hash of the SAM checkpoint when known), never
+copied. A content hash over the tensors is stored and verified on load; files are written
+atomically. Loading never unpickles anything.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .errors import WpsSamError
+from .io_utils import atomic_path
+from .prompter import Prompter, PrompterConfig
+
+FORMAT_NAME = "wps_sam_prompter"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PrompterCheckpoint:
+    config: PrompterConfig
+    class_names: list[str]
+    sam_type: str
+    image_size: int
+    state_dict: dict[str, torch.Tensor]
+    sam_checkpoint_sha256: str = ""  # empty: random/unknown SAM weights
+    info: dict[str, Any] = field(default_factory=dict)  # free-form: training run, metrics, seeds
+
+    def build_prompter(self, embedding_size: int) -> Prompter:
+        prompter = Prompter(self.config, embedding_size)
+        prompter.load_state_dict(self.state_dict, strict=True)
+        return prompter
+
+    def check_compatible(self, sam_type: str, image_size: int, num_classes: int | None = None) -> None:
+        """Refuse a prompter trained on another SAM (type/input size) or for another class count."""
+        if sam_type != self.sam_type:
+            raise WpsSamError(
+                f"this prompter was trained on SAM type {self.sam_type!r}, not {sam_type!r}: "
+                f"its tokens only make sense to that SAM's mask decoder"
+            )
+        if image_size != self.image_size:
+            raise WpsSamError(f"prompter expects {self.image_size}-px SAM input, the SAM has {image_size}")
+        if num_classes is not None and num_classes != len(self.class_names):
+            raise WpsSamError(
+                f"prompter has {len(self.class_names)} part classes, {num_classes} were expected"
+            )
+
+
+def tensors_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_prompter_checkpoint(path: str | Path, ckpt: PrompterCheckpoint) -> Path:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "sam_type": ckpt.sam_type,
+        "image_size": str(ckpt.image_size),
+        "class_names": json.dumps(ckpt.class_names),
+        "prompter_config": json.dumps(ckpt.config.to_dict()),
+        "sam_checkpoint_sha256": ckpt.sam_checkpoint_sha256,
+        "info": json.dumps(ckpt.info, default=str),
+        "content_sha256": tensors_sha256(state),
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path
+
+
+def load_prompter_checkpoint(path: str | Path) -> PrompterCheckpoint:
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WpsSamError(f"prompter checkpoint not found: {path}")
+    if path.suffix != ".safetensors":
+        raise WpsSamError(f"{path}: prompter checkpoints are .safetensors files")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            meta = handle.metadata() or {}
+            state = {k: handle.get_tensor(k) for k in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise WpsSamError(f"corrupt or truncated prompter checkpoint {path}: {exc}") from None
+    if meta.get("format") != FORMAT_NAME:
+        raise WpsSamError(f"{path} is not a WPS-SAM prompter checkpoint (format={meta.get('format')!r})")
+    if meta.get("format_version") != str(FORMAT_VERSION):
+        raise WpsSamError(f"{path}: unsupported prompter format version {meta.get('format_version')!r}")
+    if tensors_sha256(state) != meta.get("content_sha256"):
+        raise WpsSamError(f"{path}: content hash mismatch: the weights were modified or damaged")
+    try:
+        ckpt = PrompterCheckpoint(
+            config=PrompterConfig.from_dict(json.loads(meta["prompter_config"])),
+            class_names=list(json.loads(meta["class_names"])),
+            sam_type=meta["sam_type"],
+            image_size=int(meta["image_size"]),
+            state_dict=state,
+            sam_checkpoint_sha256=meta.get("sam_checkpoint_sha256", ""),
+            info=json.loads(meta.get("info", "{}")),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise WpsSamError(f"{path}: malformed prompter metadata ({exc})") from None
+    if len(ckpt.class_names) != ckpt.config.num_classes:
+        raise WpsSamError(f"{path}: {len(ckpt.class_names)} class names for {ckpt.config.num_classes} classes")
+    return ckpt

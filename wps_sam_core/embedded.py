@@ -1,0 +1,37 @@
+"""The embedded default model: a tiny SAM + a box-trained prompter shipped in `assets/`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+EMBEDDED_SAM_TYPE = "tiny"
+EMBEDDED_SAM_WEIGHTS = ASSETS_DIR / "tiny_sam.safetensors"
+EMBEDDED_PROMPTER = ASSETS_DIR / "prompter_box.safetensors"
+EMBEDDED_METADATA = ASSETS_DIR / "model_card.json"
+
+
+def embedded_available() -> bool:
+    return EMBEDDED_SAM_WEIGHTS.is_file() and EMBEDDED_PROMPTER.is_file()
+
+
+def embedded_metadata() -> dict[str, Any]:
+    return json.loads(EMBEDDED_METADATA.read_text()) if EMBEDDED_METADATA.is_file() else {}
+
+
+def load_embedded_segmenter(device: str = "auto", precision: str = "fp32", settings=None):
+    """PartSegmenter over the shipped weights (no network, no extra files)."""
+    from .errors import WpsSamError
+    from .segmenter import PartSegmenter
+
+    if not embedded_available():
+        raise WpsSamError(
+            f"no embedded default model in {ASSETS_DIR}; pass --prompter (and --sam-checkpoint) "
+            f"or reinstall the package"
+        )
+    seg = PartSegmenter.from_checkpoints(
+        EMBEDDED_PROMPTER, EMBEDDED_SAM_TYPE, EMBEDDED_SAM_WEIGHTS, device, precision, settings
+    )
+    seg.description = "embedded default model (tiny SAM + box-trained prompter, procedural part world)"
+    return seg

@@ -1,0 +1,90 @@
+"""SamPredictor-identical preprocessing and coordinate mapping.
+
+We reuse the official `ResizeLongestSide` (PIL bilinear resize of the uint8 image) and
+`Sam.preprocess` (pixel mean/std, bottom-right zero padding), so embeddings, teacher tokens and
+decoded masks match `segment_anything.SamPredictor` exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from .errors import WpsSamError
+
+
+def to_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Return an HxWx3 uint8 RGB view/copy of `image`.
+
+    Accepted: HxWx3 RGB; HxW or HxWx1 grayscale (replicated to 3 channels); HxWx4 RGBA (alpha
+    dropped, colour kept as is — no premultiplication). Anything else is rejected by name.
+    """
+    if not isinstance(image, np.ndarray):
+        raise WpsSamError(f"{name}: expected a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise WpsSamError(
+            f"{name}: expected dtype uint8 (0..255), got {image.dtype}; scale and convert it first"
+        )
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        rgb = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 3:
+        rgb = image
+    elif image.ndim == 3 and image.shape[2] == 4:
+        rgb = image[:, :, :3]
+    else:
+        raise WpsSamError(
+            f"{name}: expected HxW, HxWx1, HxWx3 or HxWx4, got shape {tuple(image.shape)}"
+        )
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise WpsSamError(f"{name}: empty image of shape {tuple(image.shape)}")
+    return np.ascontiguousarray(rgb)
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Sizes of one image through the pipeline, (H, W) each."""
+
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]  # after ResizeLongestSide, before padding
+
+
+class SamTransform:
+    """Image resize and prompt-coordinate mapping for a SAM of input side `image_size`."""
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+        self.resize = ResizeLongestSide(image_size)
+
+    def geometry(self, original_size: tuple[int, int]) -> ImageGeometry:
+        h, w = original_size
+        return ImageGeometry((h, w), ResizeLongestSide.get_preprocess_shape(h, w, self.image_size))
+
+    def resize_image(self, rgb: np.ndarray) -> tuple[torch.Tensor, ImageGeometry]:
+        """uint8 HxWx3 -> float 3xhxw tensor (unnormalised, unpadded) and its geometry."""
+        resized = self.resize.apply_image(rgb)
+        tensor = torch.as_tensor(resized).permute(2, 0, 1).contiguous().float()
+        return tensor, self.geometry(rgb.shape[:2])
+
+    def boxes_to_input(self, boxes_xyxy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """Boxes in original pixels -> the resized input frame SAM's prompt encoder expects."""
+        return self.resize.apply_boxes(np.asarray(boxes_xyxy, dtype=np.float64), original_size)
+
+    def points_to_input(self, points_xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        return self.resize.apply_coords(np.asarray(points_xy, dtype=np.float64), original_size)
+
+    def boxes_to_original(self, boxes_xyxy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """Inverse of `boxes_to_input`."""
+        (h, w), (nh, nw) = original_size, self.geometry(original_size).input_size
+        out = np.asarray(boxes_xyxy, dtype=np.float64).copy()
+        out[..., 0::2] *= w / nw
+        out[..., 1::2] *= h / nh
+        return out
+
+
+def normalize_and_pad(sam, images: list[torch.Tensor]) -> torch.Tensor:
+    """Stack resized images into one SAM input batch with the official `Sam.preprocess`."""
+    return torch.cat([sam.preprocess(img.to(sam.pixel_mean.device)[None]) for img in images], dim=0)

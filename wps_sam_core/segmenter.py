@@ -1,0 +1,254 @@
+"""PartSegmenter: RGB image(s) in, labelled part masks out (the inference API).
+
+One pass per batch: SAM encoder -> prompter -> keep confident queries -> ONE batched
+mask-decoder call for all kept queries of all images -> masks at original size -> overlaps
+resolved by score -> label map, instance map and instance list.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import WpsSamError
+from .model import WPSSAM
+from .preprocess import ImageGeometry, SamTransform, normalize_and_pad, to_rgb_uint8
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class SegmenterSettings:
+    """Run-time knobs; immutable, swapped whole so a concurrent frame sees one consistent set."""
+
+    score_threshold: float = 0.5
+    mask_threshold: float = 0.0
+    max_instances: int = 25
+    class_filter: tuple[str, ...] = ()  # class names to keep; empty = all
+
+    def validated(self, class_names: Sequence[str]) -> "SegmenterSettings":
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise WpsSamError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if not np.isfinite(self.mask_threshold):
+            raise WpsSamError(f"mask_threshold must be finite, got {self.mask_threshold}")
+        if not 1 <= self.max_instances <= 65535:
+            raise WpsSamError(f"max_instances must be in [1, 65535], got {self.max_instances}")
+        unknown = sorted(set(self.class_filter) - set(class_names))
+        if unknown:
+            raise WpsSamError(f"class_filter names unknown classes {unknown}; known: {list(class_names)}")
+        return self
+
+
+@dataclass
+class PartInstance:
+    instance_id: int  # value in PartSegmentation.instance_ids (1..n, by descending score)
+    class_id: int  # value in PartSegmentation.labels (1..num_classes)
+    class_name: str
+    score: float  # class probability of the query
+    box_xyxy: tuple[float, float, float, float]  # original pixels, x1/y1 exclusive (pixel edges)
+    mask: np.ndarray = field(repr=False)  # HxW bool, the visible (overlap-resolved) pixels
+    iou_prediction: float = 0.0  # SAM's own mask-quality estimate
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id, "class_id": self.class_id, "class_name": self.class_name,
+            "score": round(self.score, 6), "box_xyxy": [round(v, 2) for v in self.box_xyxy],
+            "area": int(self.mask.sum()), "iou_prediction": round(self.iou_prediction, 6),
+        }
+
+
+@dataclass
+class PartSegmentation:
+    labels: np.ndarray  # HxW uint8 (uint16 past 255 classes): 0 background, k = class k
+    instance_ids: np.ndarray  # HxW uint16: 0 none, i = instances[i - 1]
+    instances: list[PartInstance]
+    class_names: list[str]  # class k is class_names[k - 1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image_size": list(self.labels.shape),
+            "class_names": self.class_names,
+            "instances": [inst.to_json() for inst in self.instances],
+        }
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise WpsSamError(f"device {device!r} requested but CUDA is not available")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise WpsSamError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def label_dtype(num_classes: int) -> np.dtype:
+    return np.dtype(np.uint8) if num_classes <= 255 else np.dtype(np.uint16)
+
+
+def assemble(
+    masks: np.ndarray, class_ids: np.ndarray, scores: np.ndarray, ious: np.ndarray, class_names: list[str]
+) -> PartSegmentation:
+    """K x H x W boolean masks -> label map, instance map, instances; higher scores win overlaps."""
+    k, h, w = masks.shape
+    order = np.argsort(-scores, kind="stable")
+    owner = np.full((h, w), -1, dtype=np.int32)
+    for rank in order[::-1]:  # paint lowest score first, so the highest score ends on top
+        owner[masks[rank]] = rank
+    labels = np.zeros((h, w), dtype=label_dtype(len(class_names)))
+    instance_ids = np.zeros((h, w), dtype=np.uint16)
+    instances: list[PartInstance] = []
+    for rank in order:
+        visible = owner == rank
+        if not visible.any():
+            continue  # fully hidden by higher-scoring parts: not an instance of this frame
+        inst_id = len(instances) + 1
+        ys, xs = np.nonzero(visible)
+        class_id = int(class_ids[rank])
+        labels[visible] = class_id
+        instance_ids[visible] = inst_id
+        instances.append(PartInstance(
+            inst_id, class_id, class_names[class_id - 1], float(scores[rank]),
+            (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),
+            visible, float(ious[rank]),
+        ))
+    return PartSegmentation(labels, instance_ids, instances, list(class_names))
+
+
+class PartSegmenter:
+    """Segment object parts in RGB images with a WPS-SAM model."""
+
+    def __init__(
+        self,
+        model: WPSSAM,
+        class_names: Sequence[str],
+        device: str = "auto",
+        precision: str = "fp32",
+        settings: SegmenterSettings | None = None,
+    ) -> None:
+        if len(class_names) != model.prompter.cfg.num_classes:
+            raise WpsSamError(f"{len(class_names)} class names for a {model.prompter.cfg.num_classes}-class prompter")
+        if precision not in PRECISIONS:
+            raise WpsSamError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        self.device = resolve_device(device)
+        if precision != "fp32" and self.device.type != "cuda":
+            log.warning("precision %s needs a GPU; running fp32 on %s", precision, self.device)
+            precision = "fp32"
+        self.precision = precision
+        self.class_names = list(class_names)
+        self.model = model.to(self.device).eval()
+        self.transform = SamTransform(model.image_size)
+        self._settings = (settings or SegmenterSettings()).validated(self.class_names)
+        self._settings_lock = threading.Lock()
+        self.description = ""  # where the weights came from, for logs and diagnostics
+
+    # ---- construction --------------------------------------------------------------------
+    @classmethod
+    def from_checkpoints(
+        cls,
+        prompter_checkpoint: str | Path,
+        sam_type: str | None = None,
+        sam_checkpoint: str | Path | None = None,
+        device: str = "auto",
+        precision: str = "fp32",
+        settings: SegmenterSettings | None = None,
+    ) -> "PartSegmenter":
+        """Prompter checkpoint + SAM (official checkpoint file; random weights if None)."""
+        from .checkpoint import load_prompter_checkpoint
+        from .sam import get_sam_config, load_sam
+
+        ckpt = load_prompter_checkpoint(prompter_checkpoint)
+        sam_type = sam_type or ckpt.sam_type
+        ckpt.check_compatible(sam_type, get_sam_config(sam_type).image_size)
+        sam = load_sam(sam_type, sam_checkpoint)
+        model = WPSSAM(sam, ckpt.build_prompter(sam.prompt_encoder.image_embedding_size[0]))
+        seg = cls(model, ckpt.class_names, device, precision, settings)
+        seg.description = f"prompter {prompter_checkpoint} on SAM {sam_type} ({sam_checkpoint or 'random weights'})"
+        return seg
+
+    # ---- settings ------------------------------------------------------------------------
+    @property
+    def settings(self) -> SegmenterSettings:
+        return self._settings
+
+    def update_settings(self, **changes: Any) -> SegmenterSettings:
+        """Validate and swap in new settings atomically; invalid values raise and change nothing."""
+        with self._settings_lock:
+            if "class_filter" in changes:
+                changes["class_filter"] = tuple(changes["class_filter"] or ())
+            new = replace(self._settings, **changes).validated(self.class_names)
+            self._settings = new
+            return new
+
+    # ---- inference -----------------------------------------------------------------------
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
+
+    def segment(self, image: np.ndarray) -> PartSegmentation:
+        return self.segment_batch([image])[0]
+
+    @torch.inference_mode()
+    def segment_batch(self, images: Sequence[np.ndarray]) -> list[PartSegmentation]:
+        if len(images) == 0:
+            return []
+        settings = self._settings  # one snapshot for the whole batch
+        rgbs = [to_rgb_uint8(img, f"image {i}") for i, img in enumerate(images)]
+        resized, geometries = zip(*(self.transform.resize_image(rgb) for rgb in rgbs))
+        sam = self.model.sam
+        batch = normalize_and_pad(sam, list(resized))
+        with self._autocast():
+            embeddings = sam.image_encoder(batch)
+            out = self.model.prompter(embeddings)
+        image_index, query_index, class_ids, scores = self._select(out.logits.float(), settings)
+        if len(image_index):
+            tokens = out.tokens[image_index, query_index]
+            with self._autocast():
+                low_res, ious = self.model.decode(embeddings, image_index, tokens)
+            low_res, ious = low_res.float(), ious.float()
+        return [
+            self._postprocess(i, geometries[i], image_index, low_res if len(image_index) else None,
+                              ious if len(image_index) else None, class_ids, scores, settings)
+            for i in range(len(images))
+        ]
+
+    def _select(self, logits: torch.Tensor, settings: SegmenterSettings):
+        """Queries whose best class is a part (not no-object), above threshold, top-k per image."""
+        probs = logits.softmax(-1)
+        num_classes = probs.shape[-1] - 1
+        part_probs = probs[..., :num_classes]
+        if settings.class_filter:
+            allowed = torch.zeros(num_classes, dtype=torch.bool, device=probs.device)
+            allowed[[self.class_names.index(n) for n in settings.class_filter]] = True
+            part_probs = part_probs.masked_fill(~allowed, 0.0)
+        scores, classes = part_probs.max(-1)
+        keep = (probs.argmax(-1) != num_classes) & (scores >= settings.score_threshold) & (scores > 0)
+        if settings.class_filter:  # the filter may not promote a query whose best class is filtered out
+            keep &= probs[..., :num_classes].argmax(-1) == classes
+        scores = scores.masked_fill(~keep, -1.0)
+        k = min(settings.max_instances, scores.shape[1])
+        top_scores, top_q = scores.topk(k, dim=1)
+        img_idx = torch.arange(scores.shape[0], device=scores.device)[:, None].expand(-1, k)
+        valid = top_scores >= 0
+        image_index, query_index = img_idx[valid], top_q[valid]
+        return image_index, query_index, classes[image_index, query_index] + 1, top_scores[valid]
+
+    def _postprocess(self, i, geometry: ImageGeometry, image_index, low_res, ious, class_ids, scores,
+                     settings: SegmenterSettings) -> PartSegmentation:
+        h, w = geometry.original_size
+        sel = (image_index == i).nonzero().flatten() if low_res is not None else torch.zeros(0, dtype=torch.long)
+        if len(sel) == 0:
+            return assemble(np.zeros((0, h, w), bool), np.zeros(0, int), np.zeros(0), np.zeros(0), self.class_names)
+        masks = self.model.sam.postprocess_masks(low_res[sel], geometry.input_size, geometry.original_size)
+        masks = (masks[:, 0] > settings.mask_threshold).cpu().numpy()
+        return assemble(masks, class_ids[sel].cpu().numpy(), scores[sel].cpu().numpy(),
+                        ious[sel].cpu().numpy(), self.class_names)

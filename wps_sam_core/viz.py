@@ -1,0 +1,58 @@
+"""Colours, overlays and legends for part label maps (the one palette of the project)."""
+from __future__ import annotations
+
+import colorsys
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """(num_classes + 1) x 3 uint8 RGB; row 0 (background) is black, class k is row k.
+
+    Golden-ratio hue steps keep neighbouring class ids far apart in colour.
+    """
+    colours = np.zeros((num_classes + 1, 3), dtype=np.uint8)
+    for k in range(1, num_classes + 1):
+        hue = (k * 0.618033988749895) % 1.0
+        sat, val = (0.85, 0.95) if k % 2 else (0.65, 0.8)
+        colours[k] = np.round(np.array(colorsys.hsv_to_rgb(hue, sat, val)) * 255)
+    return colours
+
+
+def colorize(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return palette(num_classes)[labels]
+
+
+def overlay(image_rgb: np.ndarray, labels: np.ndarray, instance_ids: np.ndarray | None,
+            class_names: Sequence[str], alpha: float = 0.55) -> np.ndarray:
+    """Blend part colours over the image, outline each instance, and add a legend of the classes present."""
+    colours = palette(len(class_names))
+    out = image_rgb.astype(np.float32)
+    fg = labels > 0
+    out[fg] = (1 - alpha) * out[fg] + alpha * colours[labels[fg]]
+    out = out.astype(np.uint8)
+    if instance_ids is not None and instance_ids.any():
+        edges = (cv2.morphologyEx(instance_ids.astype(np.uint16).view(np.int16), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) != 0)
+        out[edges] = 255
+    present = [k for k in np.unique(labels) if k > 0]
+    return add_legend(out, [(class_names[k - 1], colours[k]) for k in present])
+
+
+def add_legend(image: np.ndarray, entries: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
+    """Append a legend panel to the right of the image (one swatch + name per line)."""
+    if not entries:
+        return image
+    scale = max(0.35, min(0.6, image.shape[0] / 600))
+    line = int(22 * scale / 0.5)
+    width = 24 + max(cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] for name, _ in entries) + 12
+    panel = np.full((max(image.shape[0], line * len(entries) + 8), width, 3), 255, np.uint8)
+    for i, (name, colour) in enumerate(entries):
+        y = 6 + i * line
+        cv2.rectangle(panel, (6, y), (6 + line - 6, y + line - 6), tuple(int(c) for c in colour), -1)
+        cv2.putText(panel, name, (line + 6, y + line - 8), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    canvas = np.full((panel.shape[0], image.shape[1] + width, 3), 255, np.uint8)
+    canvas[: image.shape[0], : image.shape[1]] = image
+    canvas[:, image.shape[1]:] = panel
+    return canvas
