@@ -1,0 +1,81 @@
+"""Hungarian matcher against brute force; the criterion pulls matched student tokens to the teacher."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from wps_sam_core.losses import LossConfig, WPSCriterion
+from wps_sam_core.matcher import HungarianMatcher
+
+from conftest import make_tiny_model
+
+
+def brute_force_cost(cost: np.ndarray) -> float:
+    q, n = cost.shape
+    return min(sum(cost[r, c] for r, c in zip(rows, range(n))) for rows in itertools.permutations(range(q), n))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_assignment_equals_brute_force(seed):
+    gen = torch.Generator().manual_seed(seed)
+    q, n, c = 5, 3, 4
+    logits = torch.randn(1, q, c + 1, generator=gen)
+    tokens = torch.randn(1, q, 2, 6, generator=gen)
+    target = {"labels": torch.randint(0, c, (n,), generator=gen), "tokens": torch.randn(n, 2, 6, generator=gen)}
+    matcher = HungarianMatcher(cost_class=10, cost_token=1)
+    cost = matcher.cost_matrices(logits, tokens, [target])[0]
+    rows, cols = matcher(logits, tokens, [target])[0]
+    assert len(set(rows.tolist())) == n and sorted(cols.tolist()) == list(range(n))
+    assert cost[rows.numpy(), cols.numpy()].sum() == pytest.approx(brute_force_cost(cost))
+
+
+def test_hand_made_cost_case():
+    # Query 1 is the best for target 0 by token distance; query 0 matches target 1; query 2 unused.
+    tokens = torch.tensor([[[[0.0, 0.0]], [[5.0, 5.0]], [[9.0, -9.0]]]])
+    logits = torch.zeros(1, 3, 3)
+    target = {"labels": torch.tensor([0, 1]), "tokens": torch.tensor([[[5.0, 5.1]], [[0.1, 0.0]]])}
+    rows, cols = HungarianMatcher(cost_class=1, cost_token=1)(logits, tokens, [target])[0]
+    assert dict(zip(cols.tolist(), rows.tolist())) == {0: 1, 1: 0}
+
+
+def test_image_without_targets_is_all_no_object():
+    criterion = WPSCriterion(num_classes=3)
+    logits = torch.zeros(1, 4, 4, requires_grad=True)
+    tokens = torch.zeros(1, 4, 2, 8, requires_grad=True)
+    out = criterion(logits, tokens, [{"labels": torch.zeros(0, dtype=torch.long), "tokens": torch.zeros(0, 2, 8)}])
+    out["loss"].backward()
+    assert out["loss_token"] == 0 and out["loss_ce"] > 0
+    assert logits.grad[0, :, -1].lt(0).all()  # pushes every query towards no-object
+
+
+def test_loss_decreases_and_matched_tokens_approach_teacher():
+    torch.manual_seed(0)
+    model = make_tiny_model(seed=2, force_parts=False).train()
+    images = torch.randn(2, 3, 256, 256)
+    embeddings = model.encode(images)
+    boxes = [torch.tensor([[10.0, 20, 120, 140], [100, 90, 250, 200]]), torch.tensor([[30.0, 30, 90, 220]])]
+    targets = [{"labels": torch.tensor([0, 2]), "tokens": model.teacher_box_tokens(boxes[0])},
+               {"labels": torch.tensor([1]), "tokens": model.teacher_point_tokens(torch.tensor([[60.0, 100]]))}]
+    criterion = WPSCriterion(num_classes=3, cfg=LossConfig())
+    optimizer = torch.optim.AdamW(model.prompter.parameters(), lr=1e-3)
+
+    def matched_distance() -> float:
+        with torch.no_grad():
+            out = model(embeddings)
+            matches = criterion.matcher(out.logits, out.tokens, targets)
+            return float(sum((out.tokens[b, q] - t["tokens"][j]).norm(dim=-1).mean() for b, ((q, j), t) in enumerate(zip(matches, targets))))
+
+    start_distance = matched_distance()
+    losses = []
+    for _ in range(30):
+        out = model(embeddings)
+        loss = criterion(out.logits, out.tokens, targets)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert matched_distance() < 0.7 * start_distance

@@ -1,0 +1,43 @@
+"""Hungarian matching of prompter queries to teacher prompts (DETR's matcher, token cost in place of boxes)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+
+class HungarianMatcher:
+    """cost = cost_class * (-p(target class)) + cost_token * ||student tokens - teacher tokens||_2.
+
+    Reference weights: cost_class 10, cost_token 1.
+    """
+
+    def __init__(self, cost_class: float = 10.0, cost_token: float = 1.0) -> None:
+        if cost_class == 0 and cost_token == 0:
+            raise ValueError("matcher costs can't both be 0")
+        self.cost_class = cost_class
+        self.cost_token = cost_token
+
+    @torch.no_grad()
+    def cost_matrices(self, logits: Tensor, tokens: Tensor, targets: list[dict[str, Tensor]]) -> list[np.ndarray]:
+        """Per image a Q x N_i cost matrix. targets[i]: {"labels": N_i, "tokens": N_i x T x C}."""
+        probs = logits.float().softmax(-1)
+        out = []
+        for b, target in enumerate(targets):
+            labels, teacher = target["labels"], target["tokens"]
+            if len(labels) == 0:
+                out.append(np.zeros((logits.shape[1], 0), dtype=np.float64))
+                continue
+            cost_class = -probs[b][:, labels]
+            cost_token = torch.cdist(tokens[b].flatten(1).float(), teacher.flatten(1).float(), p=2)
+            out.append((self.cost_class * cost_class + self.cost_token * cost_token).cpu().double().numpy())
+        return out
+
+    def __call__(self, logits: Tensor, tokens: Tensor, targets: list[dict[str, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+        """Returns per image (query indices, target indices), each of length min(Q, N_i)."""
+        matches = []
+        for cost in self.cost_matrices(logits, tokens, targets):
+            rows, cols = linear_sum_assignment(cost)
+            matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
+        return matches
