@@ -1,0 +1,109 @@
+"""Result tables: metrics of several methods (SegmentationMetrics.compute() dicts) as markdown and JSON.
+
+Fractions are shown as percentages with two decimals (the paper's convention); NaN is shown
+as "n/a" in markdown and stored as null in JSON. Files are written atomically.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .io_utils import atomic_write_text
+
+# (results key, column header); the one place that names the columns of the summary table.
+SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("paper_mIoU", "mIoU (paper protocol)"),
+    ("paper_mAcc", "mAcc (paper protocol)"),
+    ("mIoU", "mIoU (dataset, parts)"),
+    ("mAcc", "mAcc (dataset, parts)"),
+    ("mIoU_with_background", "mIoU (dataset, parts + bg)"),
+    ("pixel_acc", "pixel acc (dataset)"),
+)
+PER_CLASS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("IoU", "IoU (dataset)"),
+    ("Acc", "Acc (dataset)"),
+    ("paper_IoU", "IoU (paper)"),
+    ("paper_Acc", "Acc (paper)"),
+)
+PROTOCOL_NOTE = (
+    "Paper protocol: mean over (image, part class present in that image's GT) pairs of IoU and of "
+    "recall (Acc); absent classes cost nothing. Dataset protocol: one confusion matrix over all images; "
+    "mean over part classes present in the GT (background excluded unless stated); classes never in the "
+    "GT are excluded from the means. Ignore pixels are excluded everywhere. Values in %."
+)
+
+
+def format_percent(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100.0 * float(value):.2f}"
+
+
+def summary_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per method, columns of both protocols (clearly named), plus image count."""
+    header = ["Method"] + [title for _, title in SUMMARY_COLUMNS] + ["images"]
+    lines = [_row(header), _row(["---"] + ["---:"] * (len(header) - 1))]
+    for method, metrics in results.items():
+        cells = [_escape(method)] + [format_percent(metrics.get(key)) for key, _ in SUMMARY_COLUMNS]
+        lines.append(_row(cells + [str(metrics.get("num_images", ""))]))
+    return "\n".join(lines) + "\n"
+
+
+def per_class_markdown(metrics: Mapping[str, Any]) -> str:
+    """Per-class table of one method: both protocols, images containing the class, GT pixels."""
+    header = ["id", "class"] + [title for _, title in PER_CLASS_COLUMNS] + ["images in GT", "GT pixels"]
+    lines = [_row(header), _row(["---:", "---"] + ["---:"] * (len(header) - 2))]
+    for row in metrics.get("per_class", []):
+        cells = [str(row["class_id"]), _escape(row["name"])]
+        cells += [format_percent(row.get(key)) for key, _ in PER_CLASS_COLUMNS]
+        lines.append(_row(cells + [str(row["paper_images"]), str(row["gt_pixels"])]))
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(results: Mapping[str, Mapping[str, Any]], title: str = "Part segmentation results") -> str:
+    """The full report: summary table, protocol note, one per-class table per method."""
+    sections = [f"# {title}\n", summary_markdown(results), f"{PROTOCOL_NOTE}\n"]
+    for method, metrics in results.items():
+        sections += [f"## Per class: {method}\n", per_class_markdown(metrics)]
+    return "\n".join(sections)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types: NaN/inf -> None, numpy scalars/arrays -> Python numbers/lists."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def results_json(results: Mapping[str, Mapping[str, Any]]) -> str:
+    return json.dumps(to_jsonable(results), indent=2, allow_nan=False) + "\n"
+
+
+def write_report(results: Mapping[str, Mapping[str, Any]], markdown_path: str | os.PathLike | None = None,
+                 json_path: str | os.PathLike | None = None, title: str = "Part segmentation results") -> None:
+    """Write the markdown report and/or the JSON results, each atomically."""
+    if markdown_path is not None:
+        atomic_write_text(markdown_path, render_markdown(results, title))
+    if json_path is not None:
+        atomic_write_text(json_path, results_json(results))
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
