@@ -16,6 +16,7 @@ log = logging.getLogger("wps_sam")
 COMMAND_MODULES = (
     "wps_sam_core.cli",  # predict (below)
     "wps_sam_core.cli_data",  # convert-pascal-part, dataset-info
+    "wps_sam_core.cli_eval",  # eval
 )
 
 

@@ -1,0 +1,97 @@
+"""`wps-sam eval`: the prompter and the SAM baselines on a COCO-format part dataset -> JSON + markdown."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .cli import add_model_args, segmenter_from_args
+from .errors import WpsSamError
+
+DEFAULT_SPLIT = "val"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .data.weak_labels import POINT_MODES
+    from .evaluate import DEFAULT_POINT_MODE, METHOD_NAMES, METHODS
+
+    p = sub.add_parser(
+        "eval", help="evaluate the prompter and SAM baselines (both metric protocols)",
+        description="Evaluate on a COCO-format part dataset. Methods: "
+                    + "; ".join(f"{k} = {v}" for k, v in METHOD_NAMES.items()) + ".")
+    p.add_argument("--data", help="dataset root in PartImageNet layout (images/<split>/, annotations/<split>/<split>.json)")
+    p.add_argument("--split", default=DEFAULT_SPLIT, help=f"split under --data (default {DEFAULT_SPLIT})")
+    p.add_argument("--annotations", help="COCO annotation JSON (instead of --data; needs --images)")
+    p.add_argument("--images", help="image folder for --annotations")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="default: all")
+    p.add_argument("--point-mode", choices=POINT_MODES, default=DEFAULT_POINT_MODE,
+                   help="where the GT-point baseline clicks: box centre or deep inside the mask")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out (and count) missing/unreadable images and malformed annotations instead of failing")
+    p.add_argument("--json", required=True, help="results JSON to write")
+    p.add_argument("--markdown", help="results table (default: the JSON path with .md)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_args(p)
+    p.set_defaults(func=run_eval)
+
+
+def load_dataset(args: argparse.Namespace):
+    from .data.coco import CocoPartDataset
+
+    if args.annotations or args.images:
+        if args.data:
+            raise WpsSamError("give either --data ROOT (with --split) or --annotations FILE --images DIR, not both")
+        if not (args.annotations and args.images):
+            raise WpsSamError("--annotations and --images go together")
+        return CocoPartDataset(args.annotations, args.images, skip_bad=args.skip_bad)
+    if not args.data:
+        raise WpsSamError("no dataset: give --data ROOT (with --split) or --annotations FILE --images DIR")
+    return CocoPartDataset.from_root(args.data, args.split, skip_bad=args.skip_bad)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .evaluate import GT_POINTS, METHOD_NAMES, evaluate
+    from .io_utils import atomic_write_text
+    from .report import PROTOCOL_NOTE, summary_markdown, to_jsonable, write_report
+
+    json_path = Path(args.json)
+    markdown_path = Path(args.markdown) if args.markdown else json_path.with_suffix(".md")
+    if markdown_path.resolve() == json_path.resolve():
+        raise WpsSamError(f"--markdown and --json name the same file: {json_path}")
+    dataset = load_dataset(args)
+    seg = segmenter_from_args(args)
+    result = evaluate(seg, dataset, args.methods, args.point_mode, args.batch_size, args.max_images,
+                      progress=not args.no_progress, skip_bad=args.skip_bad)
+    results = result.results()
+    title = f"Part segmentation results: {dataset.annotation_file.name}, {result.num_images} images"
+    if GT_POINTS in result.metrics:
+        title += f", GT points: {args.point_mode}"
+    payload = {
+        "title": title,
+        "model": seg.description,
+        "dataset": dataset.summary(),
+        "settings": {
+            "methods": list(result.metrics), "point_mode": args.point_mode, "batch_size": args.batch_size,
+            "max_images": args.max_images, "skip_bad": args.skip_bad, "device": str(seg.device),
+            "precision": seg.precision, "score_threshold": seg.settings.score_threshold,
+            "mask_threshold": seg.settings.mask_threshold, "max_instances": seg.settings.max_instances,
+        },
+        "num_images": result.num_images,
+        "skipped": result.skipped,
+        "seconds": round(result.seconds, 3),
+        "protocols": PROTOCOL_NOTE,
+        "method_names": {m: METHOD_NAMES[m] for m in result.metrics},
+        "results": results,
+    }
+    atomic_write_text(json_path, json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n")
+    write_report(results, markdown_path=markdown_path, title=title)
+
+    skipped = ", ".join(f"{k} {v}" for k, v in sorted(result.skipped.items())) or "none"
+    print(f"{title} ({seg.description}); skipped: {skipped}; "
+          f"{result.seconds:.1f} s")
+    sys.stdout.write(summary_markdown(results))
+    print(f"wrote {json_path} and {markdown_path}")
+    return 0

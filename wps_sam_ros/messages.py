@@ -1,0 +1,183 @@
+"""Output messages, built by one factory over whichever message classes the transport has.
+
+A backend knows how to instantiate a ROS 2 type by name ("sensor_msgs/msg/Image") and how its
+classes want uint8[] / float64[N] / byte fields; the factory holds the message *content* once:
+  - rclpy: the real sensor_msgs / vision_msgs / diagnostic_msgs classes (RclpyBackend);
+  - rosbags: dataclasses of the Humble typestore + vision_msgs from msgdefs (RosbagsBackend);
+  - Cyclone DDS: IdlStruct types with ROS 2 wire names (dds.DdsBackend).
+Every per-frame output copies the input header (stamp and frame_id).
+"""
+from __future__ import annotations
+
+import array
+import importlib
+from functools import lru_cache
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from wps_sam_core.segmenter import PartSegmentation
+
+from .conversions import array_to_image_fields
+
+# diagnostic_msgs/DiagnosticStatus levels
+OK, WARN, ERROR, STALE = 0, 1, 2, 3
+BACKGROUND_NAME = "background"
+
+
+class MessageBackend(Protocol):
+    def new(self, type_name: str, **fields: Any) -> Any: ...
+    def octets(self, data: bytes) -> Any: ...
+    def float64s(self, values: Sequence[float]) -> Any: ...
+    def byte(self, value: int) -> Any: ...
+
+
+# ---- backends ----------------------------------------------------------------------------------
+class RclpyBackend:
+    """The installed ROS 2 Python message classes (needs a sourced ROS 2 environment)."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type] = {}
+
+    def cls(self, type_name: str) -> type:
+        if type_name not in self._classes:
+            pkg, _, name = type_name.split("/")
+            self._classes[type_name] = getattr(importlib.import_module(f"{pkg}.msg"), name)
+        return self._classes[type_name]
+
+    def new(self, type_name: str, **fields: Any) -> Any:
+        return self.cls(type_name)(**fields)
+
+    def octets(self, data: bytes) -> Any:
+        return array.array("B", data)  # rclpy's uint8[] setter takes array.array without a per-element check
+
+    def float64s(self, values: Sequence[float]) -> Any:
+        return np.asarray(values, dtype=np.float64)
+
+    def byte(self, value: int) -> Any:
+        return bytes([value])  # rclpy maps the ROS `byte` type to a 1-byte bytes object
+
+
+@lru_cache(maxsize=1)
+def ros2_typestore():
+    """rosbags' ROS 2 Humble typestore plus the vision_msgs definitions (built once)."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    from .msgdefs import VISION_MSGS
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    types: dict = {}
+    for name, text in VISION_MSGS.items():
+        types.update(get_types_from_msg(text, name))
+    store.register(types)
+    return store
+
+
+class RosbagsBackend:
+    """rosbags dataclasses: what `wps-sam bag` serialises into CDR."""
+
+    def __init__(self, typestore=None) -> None:
+        self.typestore = typestore or ros2_typestore()
+
+    def new(self, type_name: str, **fields: Any) -> Any:
+        return self.typestore.types[type_name](**fields)
+
+    def octets(self, data: bytes) -> Any:
+        return np.frombuffer(data, dtype=np.uint8)
+
+    def float64s(self, values: Sequence[float]) -> Any:
+        return np.asarray(values, dtype=np.float64)
+
+    def byte(self, value: int) -> Any:
+        return int(value)
+
+
+# ---- the factory -------------------------------------------------------------------------------
+class MessageFactory:
+    def __init__(self, backend: MessageBackend) -> None:
+        self.backend = backend
+        self.new = backend.new
+
+    # -- std / builtin
+    def header(self, stamp_ns: int, frame_id: str = "") -> Any:
+        sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+        return self.new("std_msgs/msg/Header",
+                        stamp=self.new("builtin_interfaces/msg/Time", sec=sec, nanosec=nanosec), frame_id=frame_id)
+
+    def copy_header(self, src: Any) -> Any:
+        """A new header (of this backend) with the stamp and frame_id of `src` (any backend)."""
+        stamp = self.new("builtin_interfaces/msg/Time", sec=int(src.stamp.sec), nanosec=int(src.stamp.nanosec))
+        return self.new("std_msgs/msg/Header", stamp=stamp, frame_id=str(src.frame_id))
+
+    # -- sensor_msgs
+    def image(self, header: Any, pixels: np.ndarray, encoding: str) -> Any:
+        fields = array_to_image_fields(pixels, encoding)
+        fields["data"] = self.backend.octets(fields["data"])
+        return self.new("sensor_msgs/msg/Image", header=header, **fields)
+
+    def compressed_image(self, header: Any, fmt: str, data: bytes) -> Any:
+        return self.new("sensor_msgs/msg/CompressedImage", header=header, format=fmt,
+                        data=self.backend.octets(data))
+
+    # -- vision_msgs
+    def detections(self, header: Any, seg: PartSegmentation) -> Any:
+        """One Detection2D per instance; id = str(instance id), the value in the instance map."""
+        dets = []
+        for inst in seg.instances:
+            x0, y0, x1, y1 = inst.box_xyxy  # pixel edges: pixel (u, v) covers [u, u+1) x [v, v+1)
+            hypothesis = self.new(
+                "vision_msgs/msg/ObjectHypothesisWithPose",
+                hypothesis=self.new("vision_msgs/msg/ObjectHypothesis", class_id=inst.class_name,
+                                    score=float(inst.score)),
+                pose=self._identity_pose(),
+            )
+            bbox = self.new(
+                "vision_msgs/msg/BoundingBox2D",
+                center=self.new("vision_msgs/msg/Pose2D", theta=0.0,
+                                position=self.new("vision_msgs/msg/Point2D", x=(x0 + x1) / 2, y=(y0 + y1) / 2)),
+                size_x=float(x1 - x0), size_y=float(y1 - y0),
+            )
+            dets.append(self.new("vision_msgs/msg/Detection2D", header=self.copy_header(header),
+                                 results=[hypothesis], bbox=bbox, id=str(inst.instance_id)))
+        return self.new("vision_msgs/msg/Detection2DArray", header=header, detections=dets)
+
+    def _identity_pose(self) -> Any:
+        """2D detections have no 3D pose: identity pose, zero covariance (vision_msgs' defaults)."""
+        point = self.new("geometry_msgs/msg/Point", x=0.0, y=0.0, z=0.0)
+        quat = self.new("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0)
+        return self.new("geometry_msgs/msg/PoseWithCovariance",
+                        pose=self.new("geometry_msgs/msg/Pose", position=point, orientation=quat),
+                        covariance=self.backend.float64s([0.0] * 36))
+
+    def label_info(self, header: Any, class_names: Sequence[str], threshold: float) -> Any:
+        """Class id -> name as used in the label map; id 0 is the background."""
+        names = [BACKGROUND_NAME, *class_names]
+        class_map = [self.new("vision_msgs/msg/VisionClass", class_id=k, class_name=name)
+                     for k, name in enumerate(names)]
+        return self.new("vision_msgs/msg/LabelInfo", header=header, class_map=class_map,
+                        threshold=float(threshold))
+
+    # -- diagnostic_msgs
+    def diagnostics(self, header: Any, statuses: Iterable[tuple[int, str, str, str, Mapping[str, Any]]]) -> Any:
+        """statuses: (level, name, message, hardware_id, {key: value})."""
+        status_msgs = [
+            self.new("diagnostic_msgs/msg/DiagnosticStatus", level=self.backend.byte(level), name=name,
+                     message=message, hardware_id=hardware_id,
+                     values=[self.new("diagnostic_msgs/msg/KeyValue", key=str(k), value=str(v))
+                             for k, v in values.items()])
+            for level, name, message, hardware_id, values in statuses
+        ]
+        return self.new("diagnostic_msgs/msg/DiagnosticArray", header=header, status=status_msgs)
+
+    # -- the per-frame outputs
+    def part_messages(self, src_header: Any, seg: PartSegmentation, overlay_rgb: np.ndarray | None) -> dict[str, Any]:
+        """Keys are topics.OUTPUT_TOPICS keys; every message carries a copy of the input header."""
+        mask_encoding = "mono8" if seg.labels.dtype == np.uint8 else "mono16"
+        out = {
+            "masks": self.image(self.copy_header(src_header), seg.labels, mask_encoding),
+            "instance_masks": self.image(self.copy_header(src_header), seg.instance_ids.astype(np.uint16), "mono16"),
+            "instances": self.detections(self.copy_header(src_header), seg),
+        }
+        if overlay_rgb is not None:
+            out["overlay"] = self.image(self.copy_header(src_header), overlay_rgb, "rgb8")
+        return out

@@ -1,0 +1,130 @@
+"""The one source of truth for the node's topics, QoS choices and parameters (name, default, meaning).
+
+config/part_seg.yaml, launch/part_seg.launch.py, the rclpy node, the DDS transport, the bag tool and
+the README table all read or are tested against this module, so they cannot drift apart.
+Pure Python on purpose: the launch file imports it, and importing torch or rclpy here would slow or
+break `ros2 launch`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+NODE_NAME = "part_seg"
+PACKAGE = "wps_sam_ros"
+EXECUTABLE = "part_seg_node"
+
+
+@dataclass(frozen=True)
+class QosSpec:
+    """Middleware-neutral QoS; node.py maps it to rclpy QoSProfile, dds.py to Cyclone policies."""
+
+    reliability: str  # "reliable" | "best_effort"
+    durability: str  # "volatile" | "transient_local"
+    depth: int  # KEEP_LAST depth
+
+
+# rclpy's qos_profile_sensor_data: best effort, keep last 5, volatile.
+SENSOR_DATA_QOS = QosSpec("best_effort", "volatile", 5)
+RELIABLE_QOS = QosSpec("reliable", "volatile", 10)
+# Latched: a late subscriber still gets the last message (needs transient_local on its side too).
+LATCHED_QOS = QosSpec("reliable", "transient_local", 1)
+# Outputs are reliable so both reliable and best-effort subscribers match; a short depth keeps a slow
+# subscriber from receiving stale frames.
+OUTPUT_QOS = QosSpec("reliable", "volatile", 5)
+INPUT_QOS_CHOICES = {"sensor_data": SENSOR_DATA_QOS, "reliable": RELIABLE_QOS}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # relative names resolve inside the node's namespace; "/..." names are absolute
+    msg_type: str  # ROS 2 type name, pkg/msg/Type
+    qos: QosSpec
+    description: str
+
+
+# Keys are what the node core produces; order is the README table order.
+OUTPUT_TOPICS: dict[str, TopicSpec] = {
+    "masks": TopicSpec(
+        "parts/masks", "sensor_msgs/msg/Image", OUTPUT_QOS,
+        "label map, mono8 (mono16 past 255 classes): 0 = background, k = class k of label_info"),
+    "instance_masks": TopicSpec(
+        "parts/instance_masks", "sensor_msgs/msg/Image", OUTPUT_QOS,
+        "instance map, mono16: 0 = none, i = the detection whose id is \"i\""),
+    "instances": TopicSpec(
+        "parts/instances", "vision_msgs/msg/Detection2DArray", OUTPUT_QOS,
+        "one Detection2D per instance: id = str(i), class_id = class name, score, bbox in pixels"),
+    "label_info": TopicSpec(
+        "parts/label_info", "vision_msgs/msg/LabelInfo", LATCHED_QOS,
+        "class id -> class name (0 = background), threshold = score_threshold; transient-local"),
+    "overlay": TopicSpec(
+        "parts/overlay", "sensor_msgs/msg/Image", OUTPUT_QOS,
+        "rgb8 image with parts blended in and a legend panel on the right; built only while subscribed"),
+    "diagnostics": TopicSpec(
+        "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", RELIABLE_QOS,
+        "inference ms, latency from header.stamp, fps, received/processed/dropped/rejected frames, device"),
+}
+
+RAW_IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+COMPRESSED_SUFFIX = "/compressed"  # image_transport's convention: <image_topic>/compressed
+
+DEVICE_CHOICES = ("auto", "cuda", "cpu")
+PRECISION_CHOICES = ("fp32", "bf16", "fp16")
+IMAGE_TRANSPORT_CHOICES = ("raw", "compressed")
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    default: Any
+    description: str
+    runtime: bool = False  # may change while running (set-parameters callback); else needs a restart
+    choices: tuple[str, ...] = ()
+
+
+PARAMETERS: dict[str, ParameterSpec] = {
+    "image_topic": ParameterSpec("/camera/image_raw", "input sensor_msgs/Image topic"),
+    "image_transport": ParameterSpec(
+        "raw", "raw: Image on image_topic; compressed: CompressedImage on image_topic + '/compressed'",
+        choices=IMAGE_TRANSPORT_CHOICES),
+    "input_qos": ParameterSpec(
+        "sensor_data", "sensor_data (best effort, depth 5) or reliable (depth 10) input subscription",
+        choices=tuple(INPUT_QOS_CHOICES)),
+    "sam_type": ParameterSpec("", "SAM type (vit_b, vit_l, vit_h, tiny, ...); empty = the prompter's"),
+    "sam_checkpoint": ParameterSpec("", "official SAM checkpoint file; empty with an empty prompter = embedded model"),
+    "prompter_checkpoint": ParameterSpec("", "prompter checkpoint (.safetensors); empty = the embedded default model"),
+    "device": ParameterSpec("auto", "auto (cuda if available), cuda, cuda:N or cpu", choices=DEVICE_CHOICES),
+    "precision": ParameterSpec("fp32", "fp32, bf16 or fp16 (half precisions need a GPU)", choices=PRECISION_CHOICES),
+    "score_threshold": ParameterSpec(0.5, "keep parts whose class probability is at least this [0, 1]", runtime=True),
+    "mask_threshold": ParameterSpec(0.0, "SAM mask logit threshold", runtime=True),
+    "max_instances": ParameterSpec(25, "at most this many parts per frame [1, 65535]", runtime=True),
+    "class_filter": ParameterSpec("", "comma-separated class names to keep; empty = all classes", runtime=True),
+    "publish_overlay": ParameterSpec(True, "publish parts/overlay (only built while someone subscribes)", runtime=True),
+    "diagnostics_period": ParameterSpec(1.0, "seconds between /diagnostics messages"),
+}
+
+RUNTIME_PARAMETERS = tuple(name for name, spec in PARAMETERS.items() if spec.runtime)
+
+
+def defaults() -> dict[str, Any]:
+    return {name: spec.default for name, spec in PARAMETERS.items()}
+
+
+def parse_class_filter(value: str) -> tuple[str, ...]:
+    """'a, b' -> ('a', 'b'); '' -> () (all classes)."""
+    return tuple(name.strip() for name in str(value).split(",") if name.strip())
+
+
+def resolve(name: str, namespace: str = "") -> str:
+    """ROS 2 name resolution for plain names: relative names go under the namespace."""
+    if name.startswith("/"):
+        return name
+    namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    return f"{namespace}/{name}"
+
+
+def input_topic(image_topic: str, image_transport: str) -> tuple[str, str]:
+    """(topic, message type) the node subscribes to."""
+    if image_transport == "compressed":
+        return image_topic.rstrip("/") + COMPRESSED_SUFFIX, COMPRESSED_IMAGE_TYPE
+    return image_topic, RAW_IMAGE_TYPE
