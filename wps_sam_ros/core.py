@@ -1,0 +1,301 @@
+"""Middleware-free node logic: latest-frame slot, one worker thread, statistics, parameters.
+
+Transports (rclpy node, Cyclone DDS, offline bags) feed messages in with `submit` (live) or
+`process` (offline) and get messages out through the `publish(key, msg)` callable they provide;
+keys are topics.OUTPUT_TOPICS keys.
+
+Why a one-frame slot and not a queue: a queue in front of a model slower than the camera grows
+without bound and every output becomes stale. Here a newer frame replaces an unprocessed one (counted
+as dropped), so the delay of any output is at most one inference plus the wait for the frame in flight.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from wps_sam_core.errors import WpsSamError
+from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings
+
+from . import topics
+from .conversions import message_to_rgb
+from .messages import OK, WARN, MessageFactory
+
+log = logging.getLogger(__name__)
+_CUDA_INDEX = re.compile(r"^cuda:\d+$")
+_SETTINGS_PARAMETERS = ("score_threshold", "mask_threshold", "max_instances", "class_filter")
+
+
+# ---- building the segmenter from node parameters -------------------------------------------------
+def settings_from_parameters(params: dict[str, Any]) -> SegmenterSettings:
+    return SegmenterSettings(
+        score_threshold=float(params["score_threshold"]), mask_threshold=float(params["mask_threshold"]),
+        max_instances=int(params["max_instances"]), class_filter=topics.parse_class_filter(params["class_filter"]),
+    )
+
+
+def validate_choice_parameters(params: dict[str, Any]) -> None:
+    """Parameters with fixed choices; raises WpsSamError naming the parameter."""
+    for name, spec in topics.PARAMETERS.items():
+        value = params.get(name, spec.default)
+        if not spec.choices or value in spec.choices:
+            continue
+        if name == "device" and _CUDA_INDEX.match(str(value)):
+            continue
+        raise WpsSamError(f"parameter {name}={value!r} is not one of {list(spec.choices)}")
+
+
+def load_segmenter(params: dict[str, Any]) -> PartSegmenter:
+    """prompter_checkpoint empty = the embedded default model; otherwise prompter (+ SAM) files."""
+    from wps_sam_core.embedded import load_embedded_segmenter
+
+    validate_choice_parameters(params)
+    settings = settings_from_parameters(params)
+    if params["prompter_checkpoint"]:
+        return PartSegmenter.from_checkpoints(
+            params["prompter_checkpoint"], params["sam_type"] or None, params["sam_checkpoint"] or None,
+            params["device"], params["precision"], settings)
+    if params["sam_checkpoint"] or params["sam_type"]:
+        raise WpsSamError("sam_checkpoint/sam_type need prompter_checkpoint (the embedded model brings its own SAM)")
+    return load_embedded_segmenter(params["device"], params["precision"], settings)
+
+
+# ---- the pieces ------------------------------------------------------------------------------------
+class LatestFrameSlot:
+    """Holds at most one item; `put` replaces an unprocessed item and reports it as dropped."""
+
+    def __init__(self) -> None:
+        self._item: Any = None
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, item: Any) -> bool:
+        with self._cond:
+            dropped = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return dropped
+
+    def take(self, timeout: float) -> Any:
+        with self._cond:
+            if self._item is None and not self._closed:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class ThrottledWarning:
+    """At most one warning per `period_s`; the next one says how many were suppressed."""
+
+    def __init__(self, warn: Callable[[str], None], period_s: float = 5.0) -> None:
+        self.warn, self.period_s = warn, period_s
+        self._last = -float("inf")
+        self._suppressed = 0
+
+    def __call__(self, message: str) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.period_s:
+            self._suppressed += 1
+            return False
+        extra = f" ({self._suppressed} similar warnings suppressed)" if self._suppressed else ""
+        self.warn(message + extra)
+        self._last, self._suppressed = now, 0
+        return True
+
+
+@dataclass
+class FrameStats:
+    window: int = 30
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    last_problem: str = ""
+    last_was_rejected: bool = False
+    inference_ms: deque = field(default_factory=deque)
+    latency_ms: deque = field(default_factory=deque)
+    done_at: deque = field(default_factory=deque)  # monotonic seconds of finished frames
+
+    def add(self, inference_ms: float, latency_ms: float) -> None:
+        self.processed += 1
+        for values, value in ((self.inference_ms, inference_ms), (self.latency_ms, latency_ms),
+                              (self.done_at, time.monotonic())):
+            values.append(value)
+            if len(values) > self.window:
+                values.popleft()
+
+    def fps(self) -> float:
+        if len(self.done_at) < 2 or self.done_at[-1] <= self.done_at[0]:
+            return 0.0
+        return (len(self.done_at) - 1) / (self.done_at[-1] - self.done_at[0])
+
+    def values(self) -> dict[str, str]:
+        def stat(values, fn):
+            return f"{fn(values):.1f}" if values else "n/a"
+        return {
+            "inference_ms_mean": stat(self.inference_ms, np.mean),
+            "inference_ms_last": stat(self.inference_ms, lambda v: v[-1]),
+            "latency_ms_mean": stat(self.latency_ms, np.mean),
+            "latency_ms_max": stat(self.latency_ms, max),
+            "latency_ms_last": stat(self.latency_ms, lambda v: v[-1]),
+            "fps": f"{self.fps():.2f}",
+            "frames_received": str(self.received),
+            "frames_processed": str(self.processed),
+            "frames_dropped": str(self.dropped),
+            "frames_rejected": str(self.rejected),
+        }
+
+
+def stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+# ---- the core --------------------------------------------------------------------------------------
+class PartSegCore:
+    def __init__(
+        self,
+        segmenter: PartSegmenter,
+        factory: MessageFactory,
+        publish: Callable[[str, Any], None],
+        *,
+        overlay_wanted: Callable[[], bool] = lambda: True,
+        publish_overlay: bool = True,
+        now_ns: Callable[[], int] = time.time_ns,
+        warn: Callable[[str], None] = log.warning,
+        name: str = topics.NODE_NAME,
+    ) -> None:
+        self.segmenter = segmenter
+        self.factory = factory
+        self.publish = publish
+        self.overlay_wanted = overlay_wanted
+        self.publish_overlay = publish_overlay
+        self.now_ns = now_ns
+        self.name = name
+        self.stats = FrameStats()
+        self._stats_lock = threading.Lock()
+        self._warn_rejected = ThrottledWarning(warn)
+        self._slot = LatestFrameSlot()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+
+    # -- live path
+    def start(self) -> None:
+        if self._worker is not None:
+            return
+        self._stop.clear()
+        self._slot = LatestFrameSlot()
+        self._worker = threading.Thread(target=self._run, name=f"{self.name}-worker", daemon=True)
+        self._worker.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout)
+            self._worker = None
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def submit(self, msg: Any) -> None:
+        """Called from the transport's receive callback: O(1), never blocks on the model."""
+        dropped = self._slot.put(msg)
+        with self._stats_lock:
+            self.stats.received += 1
+            self.stats.dropped += int(dropped)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._slot.take(timeout=0.1)
+            if msg is None:
+                continue
+            try:
+                outputs = self.process(msg)
+            except Exception as exc:  # a bug or a device error must not kill the worker silently
+                self._warn_rejected(f"frame failed: {type(exc).__name__}: {exc}")
+                continue
+            for key, out in (outputs or {}).items():
+                self.publish(key, out)
+
+    # -- one frame, synchronously (the live worker and the bag tool both use this)
+    def process(self, msg: Any) -> dict[str, Any] | None:
+        """Image/CompressedImage -> output messages; a bad frame is counted, warned about, and None."""
+        try:
+            rgb = message_to_rgb(msg)
+        except WpsSamError as exc:
+            self._reject(str(exc))
+            return None
+        started = time.perf_counter()
+        seg = self.segmenter.segment(rgb)
+        inference_ms = (time.perf_counter() - started) * 1e3
+        overlay = None
+        if self.publish_overlay and self.overlay_wanted():
+            from wps_sam_core.viz import overlay as draw_overlay  # cv2 drawing: only when someone looks
+
+            overlay = draw_overlay(rgb, seg.labels, seg.instance_ids, seg.class_names)
+        outputs = self.factory.part_messages(msg.header, seg, overlay)
+        latency_ms = (self.now_ns() - stamp_ns(msg.header)) / 1e6
+        with self._stats_lock:
+            self.stats.add(inference_ms, latency_ms)
+            self.stats.last_was_rejected = False
+        return outputs
+
+    def _reject(self, problem: str) -> None:
+        with self._stats_lock:
+            self.stats.rejected += 1
+            self.stats.last_problem = problem
+            self.stats.last_was_rejected = True
+        self._warn_rejected(f"rejected frame: {problem}")
+
+    # -- latched and periodic messages
+    def label_info_message(self, header: Any = None) -> Any:
+        """LabelInfo stamped now, or with a copy of `header` (the bag tool: the first image's)."""
+        header = self.factory.header(self.now_ns()) if header is None else self.factory.copy_header(header)
+        return self.factory.label_info(header, self.segmenter.class_names, self.segmenter.settings.score_threshold)
+
+    def diagnostics_message(self) -> Any:
+        with self._stats_lock:
+            values = self.stats.values()
+            rejected_last, problem = self.stats.last_was_rejected, self.stats.last_problem
+        values.update(device=str(self.segmenter.device), precision=self.segmenter.precision,
+                      model=self.segmenter.description or "n/a")
+        if rejected_last:
+            level, message = WARN, f"last frame rejected: {problem}"
+        elif values["frames_processed"] == "0":
+            level, message = OK, "waiting for images"
+        else:
+            level, message = OK, "segmenting"
+        status = (level, f"{self.name}: part segmentation", message, str(self.segmenter.device), values)
+        return self.factory.diagnostics(self.factory.header(self.now_ns()), [status])
+
+    # -- run-time parameters
+    def set_parameters(self, changes: dict[str, Any]) -> tuple[bool, str]:
+        """Apply run-time parameter changes all-or-nothing; (ok, reason) for the set-parameters reply."""
+        fixed = sorted(set(changes) - set(topics.RUNTIME_PARAMETERS))
+        if fixed:
+            return False, f"{', '.join(fixed)} cannot change while running; reconfigure or restart the node"
+        settings = {k: v for k, v in changes.items() if k in _SETTINGS_PARAMETERS}
+        if "class_filter" in settings:
+            settings["class_filter"] = topics.parse_class_filter(settings["class_filter"])
+        try:
+            if settings:
+                self.segmenter.update_settings(**settings)
+        except (WpsSamError, TypeError, ValueError) as exc:
+            return False, str(exc)
+        if "publish_overlay" in changes:
+            self.publish_overlay = bool(changes["publish_overlay"])
+        if "score_threshold" in settings:
+            self.publish("label_info", self.label_info_message())  # LabelInfo carries the threshold
+        return True, ""
