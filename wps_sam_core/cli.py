@@ -15,6 +15,7 @@ log = logging.getLogger("wps_sam")
 # Each module adds its subcommand with `register(subparsers)`; one line per subcommand.
 COMMAND_MODULES = (
     "wps_sam_core.cli",  # predict (below)
+    "wps_sam_core.cli_world",  # world
     "wps_sam_core.cli_data",  # convert-pascal-part, dataset-info
     "wps_sam_core.cli_eval",  # eval
 )
