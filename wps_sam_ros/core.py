@@ -145,6 +145,7 @@ class FrameStats:
             return f"{fn(values):.1f}" if values else "n/a"
         return {
             "inference_ms_mean": stat(self.inference_ms, np.mean),
+            "inference_ms_max": stat(self.inference_ms, max),
             "inference_ms_last": stat(self.inference_ms, lambda v: v[-1]),
             "latency_ms_mean": stat(self.latency_ms, np.mean),
             "latency_ms_max": stat(self.latency_ms, max),

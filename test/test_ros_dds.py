@@ -1,0 +1,212 @@
+"""Live Cyclone DDS on loopback: a camera publisher sends 60 frames at 30 Hz on rt/camera/image_raw, the node
+answers on rt/parts/* with the input headers; a slow model drops frames instead of queueing them."""
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("cyclonedds", reason="cyclonedds (pip) not installed")
+
+from cyclonedds.domain import Domain, DomainParticipant  # noqa: E402
+from cyclonedds.pub import DataWriter  # noqa: E402
+from cyclonedds.sub import DataReader  # noqa: E402
+from cyclonedds.topic import Topic  # noqa: E402
+
+from wps_sam_ros import topics  # noqa: E402
+from wps_sam_ros.core import load_segmenter  # noqa: E402
+from wps_sam_ros.dds import LOOPBACK_CONFIG, DdsBackend, DdsTransport, dds_qos, dds_topic, idl_type  # noqa: E402
+from wps_sam_ros.messages import MessageFactory  # noqa: E402
+
+from conftest import random_image  # noqa: E402
+
+FRAMES, RATE_HZ = 60, 30.0
+DOMAIN_BASE = 100 + (os.getpid() % 60) * 2  # two ids per run; other runs on the machine get others
+REPO = Path(__file__).resolve().parents[1]
+WATCHED = ("masks", "instance_masks", "instances", "label_info", "diagnostics", "overlay")
+
+
+class Camera:
+    """Test-side participant: publishes images, reads every part topic (plain DDS, no mocks)."""
+
+    def __init__(self, domain_id: int) -> None:
+        self.participant = DomainParticipant(domain_id)
+        image_type = idl_type(topics.RAW_IMAGE_TYPE)
+        self.writer = DataWriter(self.participant, Topic(self.participant, dds_topic("/camera/image_raw"), image_type),
+                                 qos=dds_qos(topics.SENSOR_DATA_QOS))
+        self.readers = {}
+        for key in WATCHED:
+            spec = topics.OUTPUT_TOPICS[key]
+            qos = dds_qos(topics.QosSpec("reliable", spec.qos.durability, 200))
+            topic = Topic(self.participant, dds_topic(spec.name), idl_type(spec.msg_type))
+            self.readers[key] = DataReader(self.participant, topic, qos=qos)
+        self.received = {key: [] for key in WATCHED}  # (arrival ns, sample)
+        self.factory = MessageFactory(DdsBackend())
+
+    def wait_matched(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.writer.get_matched_subscriptions() and all(
+                    r.get_matched_publications() for r in self.readers.values()):
+                return
+            time.sleep(0.05)
+        raise AssertionError("node did not appear on DDS (discovery on loopback failed)")
+
+    def send(self, frames: int = FRAMES, rate_hz: float = RATE_HZ) -> list[int]:
+        """Publish frames at a fixed rate; returns their stamps (ns)."""
+        images = [random_image(48, 64, seed) for seed in range(4)]
+        stamps, start = [], time.monotonic()
+        for i in range(frames):
+            stamp = time.time_ns()
+            self.writer.write(self.factory.image(self.factory.header(stamp, "cam"), images[i % 4], "rgb8"))
+            stamps.append(stamp)
+            self.poll()
+            time.sleep(max(0.0, start + (i + 1) / rate_hz - time.monotonic()))
+        return stamps
+
+    def poll(self) -> None:
+        now = time.time_ns()
+        for key, reader in self.readers.items():
+            self.received[key].extend((now, s) for s in reader.take(N=200))
+
+    def wait_for(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stamps(self, key: str) -> list[int]:
+        return [s.header.stamp.sec * 10**9 + s.header.stamp.nanosec for _, s in self.received[key]]
+
+    def last_diagnostics(self) -> dict[str, str]:
+        _, diag = self.received["diagnostics"][-1]
+        return {kv.key: kv.value for kv in diag.status[0].values}
+
+
+def diagnostics_after(camera: Camera, processed_stamp_count: int, timeout: float = 10.0) -> dict[str, str]:
+    """The first /diagnostics that counts every frame as received and settled (processed, dropped or rejected)."""
+    def settled():
+        if not camera.received["diagnostics"]:
+            return False
+        v = camera.last_diagnostics()
+        done = int(v["frames_processed"]) + int(v["frames_dropped"]) + int(v["frames_rejected"])
+        return int(v["frames_processed"]) >= processed_stamp_count and done == int(v["frames_received"])
+    assert camera.wait_for(settled, timeout), "diagnostics never settled"
+    return camera.last_diagnostics()
+
+
+def check_headers(camera: Camera, sent: list[int]) -> set[int]:
+    """Every output carries the header of a sent frame; the per-frame topics agree frame by frame."""
+    answered = set(camera.stamps("masks"))
+    assert answered and answered <= set(sent)
+    assert set(camera.stamps("instances")) == answered == set(camera.stamps("instance_masks"))
+    for key in ("masks", "instance_masks", "instances"):
+        assert all(s.header.frame_id == "cam" for _, s in camera.received[key])
+    assert sent[-1] in answered  # the freshest frame is never the one dropped
+    return answered
+
+
+def test_node_process_over_dds(tiny_files):
+    """`part_seg_node --transport dds` as a separate process, configured with ROS-style arguments."""
+    sam_path, prompter_path = tiny_files
+    domain_id = DOMAIN_BASE
+    env = {**os.environ, "CYCLONEDDS_URI": LOOPBACK_CONFIG, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "wps_sam_ros.node", "--transport", "dds", "--domain-id", str(domain_id),
+           "--ros-args", "-p", f"prompter_checkpoint:={prompter_path}", "-p", f"sam_checkpoint:={sam_path}",
+           "-p", "device:=cpu", "-p", "score_threshold:=0.0", "-p", "diagnostics_period:=0.5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    dom = Domain(domain_id, LOOPBACK_CONFIG)
+    try:
+        deadline, ready, log = time.monotonic() + 90, False, []
+        while not ready and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                log.append(lines.get(timeout=0.5))
+                ready = "ready" in log[-1]
+            except queue.Empty:
+                pass
+        assert ready, "node did not start:\n" + "".join(log)
+        camera = Camera(domain_id)
+        camera.wait_matched()
+        sent = camera.send()
+        assert camera.wait_for(lambda: sent[-1] in camera.stamps("masks"), 60), "no answer to the last frame"
+        answered = check_headers(camera, sent)
+        assert set(camera.stamps("overlay")) <= answered and camera.stamps("overlay")  # we subscribe: it is built
+        (_, info), = camera.received["label_info"]  # transient-local: delivered although we joined late
+        assert [c.class_name for c in info.class_map][0] == "background" and len(info.class_map) == 4
+        values = diagnostics_after(camera, len(answered))
+        assert int(values["frames_received"]) == FRAMES
+        assert int(values["frames_processed"]) == len(answered)
+        assert values["device"] == "cpu"
+        print(f"\nDDS node process: {FRAMES} frames at {RATE_HZ:.0f} Hz -> {len(answered)} answered, "
+              f"{values['frames_dropped']} dropped, inference {values['inference_ms_mean']} ms, "
+              f"latency mean {values['latency_ms_mean']} ms / max {values['latency_ms_max']} ms")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        del dom
+    assert proc.returncode == 0
+
+
+class SlowSegmenter:
+    """The real tiny segmenter plus a fixed delay per frame: a model far slower than the camera."""
+
+    def __init__(self, segmenter, delay_s: float) -> None:
+        self._segmenter, self.delay_s = segmenter, delay_s
+
+    def __getattr__(self, name):
+        return getattr(self._segmenter, name)
+
+    def segment(self, image):
+        time.sleep(self.delay_s)
+        return self._segmenter.segment(image)
+
+
+def test_slow_model_drops_frames_and_latency_stays_bounded(tiny_files):
+    sam_path, prompter_path = tiny_files
+    params = {**topics.defaults(), "prompter_checkpoint": str(prompter_path), "sam_checkpoint": str(sam_path),
+              "device": "cpu", "score_threshold": 0.0, "diagnostics_period": 0.5, "publish_overlay": False}
+    domain_id = DOMAIN_BASE + 1
+    dom = Domain(domain_id, LOOPBACK_CONFIG)
+    transport = DdsTransport(SlowSegmenter(load_segmenter(params), 0.25), params, domain_id)
+    transport.start()
+    try:
+        camera = Camera(domain_id)
+        camera.wait_matched()
+        sent = camera.send()
+        assert camera.wait_for(lambda: sent[-1] in camera.stamps("masks"), 30), "no answer to the last frame"
+        answered = check_headers(camera, sent)
+        values = diagnostics_after(camera, len(answered))
+    finally:
+        transport.stop()
+        del dom
+    received, processed, dropped = (int(values[k]) for k in ("frames_received", "frames_processed", "frames_dropped"))
+    frame_s = float(values["inference_ms_max"]) / 1e3  # >= 0.25 s: 7.5 camera frames per inference
+    assert received == FRAMES and processed == len(answered)
+    assert dropped == received - processed > FRAMES // 2
+    assert processed <= (FRAMES / RATE_HZ) / 0.25 + 3  # it cannot have answered more than the model allows
+    latencies = [(arrival - stamp) / 1e9 for arrival, stamp in zip(
+        (t for t, _ in camera.received["masks"]), camera.stamps("masks"))]
+    # one frame in flight + its own inference (+ transport); a FIFO queue would reach ~ FRAMES x frame_s
+    bound = 2 * frame_s + 0.5
+    assert max(latencies) < bound, (latencies, bound)
+    assert not camera.received["overlay"]  # publish_overlay false: never built
+    print(f"\nslow model ({frame_s * 1e3:.0f} ms/frame): {received} received, {processed} processed, {dropped} dropped; "
+          f"latency max {max(latencies) * 1e3:.0f} ms (bound {bound * 1e3:.0f} ms; a queue would give "
+          f"~{(FRAMES * frame_s - FRAMES / RATE_HZ) * 1e3:.0f} ms)")
