@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "wps_sam_core.cli_world",  # world
     "wps_sam_core.cli_data",  # convert-pascal-part, dataset-info
     "wps_sam_core.cli_eval",  # eval
+    "wps_sam_ros.bag",  # bag
 )
 
 

@@ -1,0 +1,103 @@
+"""`wps-sam bag` on real rosbag2 files (sqlite3 and MCAP, raw and compressed), written with rosbags here."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rosbags", reason="rosbags (pip) not installed")
+
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402
+
+from wps_sam_core.cli import main as wps_sam  # noqa: E402
+from wps_sam_ros import topics  # noqa: E402
+from wps_sam_ros.conversions import encode_compressed  # noqa: E402
+from wps_sam_ros.messages import MessageFactory, RosbagsBackend, ros2_typestore  # noqa: E402
+
+from conftest import random_image  # noqa: E402
+
+FRAMES = 4
+PART_TOPICS = {"/parts/masks", "/parts/instance_masks", "/parts/instances"}
+
+
+def write_bag(path: Path, storage: StoragePlugin, compressed: bool) -> dict:
+    """A camera bag: FRAMES images (bag time = header stamp + 1 us) and an unrelated /chatter topic."""
+    store = ros2_typestore()
+    factory = MessageFactory(RosbagsBackend(store))
+    image_topic = "/camera/image_raw" + ("/compressed" if compressed else "")
+    image_type = topics.COMPRESSED_IMAGE_TYPE if compressed else topics.RAW_IMAGE_TYPE
+    expected = {"image_topic": image_topic, "bag_times": [], "stamps": []}
+    with Writer(path, version=Writer.VERSION_LATEST, storage_plugin=storage) as writer:
+        images = writer.add_connection(image_topic, image_type, typestore=store)
+        chatter = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=store)
+        for i in range(FRAMES):
+            stamp = 1_700_000_000_000_000_000 + i * 33_000_000
+            header = factory.header(stamp, "camera")
+            rgb = random_image(40, 56, i)
+            if compressed:
+                msg = factory.compressed_image(header, *encode_compressed(rgb, "jpeg"))
+            else:
+                msg = factory.image(header, rgb, "rgb8")
+            writer.write(images, stamp + 1000, store.serialize_cdr(msg, image_type))
+            expected["bag_times"].append(stamp + 1000)
+            expected["stamps"].append(stamp)
+            if i % 2 == 0:
+                text = store.types["std_msgs/msg/String"](data=f"hello {i}")
+                writer.write(chatter, stamp + 5, store.serialize_cdr(text, "std_msgs/msg/String"))
+    return expected
+
+
+def read_bag(path: Path) -> dict[str, list]:
+    store = ros2_typestore()
+    out: dict[str, list] = {}
+    with Reader(path) as reader:
+        for conn, timestamp, raw in reader.messages():
+            out.setdefault(conn.topic, []).append((timestamp, store.deserialize_cdr(raw, conn.msgtype)))
+    return out
+
+
+def model_args(tiny_files) -> list[str]:
+    sam_path, prompter_path = tiny_files
+    return ["--prompter", str(prompter_path), "--sam-checkpoint", str(sam_path), "--device", "cpu",
+            "--score-threshold", "0"]
+
+
+@pytest.mark.parametrize("storage, compressed", [(StoragePlugin.SQLITE3, False), (StoragePlugin.MCAP, True)],
+                         ids=["sqlite3-raw", "mcap-compressed"])
+def test_bag_adds_part_topics_at_the_image_timestamps(tmp_path, tiny_files, storage, compressed, capsys):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    expected = write_bag(src, storage, compressed)
+    extra = ["--overlay"] if compressed else []
+    assert wps_sam(["bag", str(src), str(dst), "--image-topic", "/camera/image_raw", *model_args(tiny_files), *extra]) == 0
+    assert f"/parts/masks: {FRAMES} messages" in capsys.readouterr().out
+    got, original = read_bag(dst), read_bag(src)
+    suffix = ".mcap" if storage == StoragePlugin.MCAP else ".db3"
+    assert [p.suffix for p in dst.iterdir() if p.name != "metadata.yaml"] == [suffix]  # input's storage kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # the staging folder is gone
+    for topic, messages in original.items():  # input topics copied unchanged
+        assert [t for t, _ in got[topic]] == [t for t, _ in messages]
+    parts = PART_TOPICS | ({"/parts/overlay"} if compressed else set())
+    assert set(got) == set(original) | parts | {"/parts/label_info"}
+    for topic in parts:
+        assert [t for t, _ in got[topic]] == expected["bag_times"], topic
+        stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in got[topic]]
+        assert stamps == expected["stamps"] and all(m.header.frame_id == "camera" for _, m in got[topic])
+    (t_info, info), = got["/parts/label_info"]
+    assert t_info == expected["bag_times"][0] and info.class_map[0].class_name == "background"
+    for (_, masks), (_, inst), (_, dets) in zip(got["/parts/masks"], got["/parts/instance_masks"],
+                                                 got["/parts/instances"]):
+        ids = np.frombuffer(inst.data.tobytes(), "<u2").reshape(inst.height, inst.width)
+        assert (masks.height, masks.width) == (40, 56)
+        assert {int(d.id) for d in dets.detections} == set(np.unique(ids)) - {0}
+
+
+def test_bag_errors_are_one_line_and_leave_nothing(tmp_path, tiny_files, capsys):
+    src = tmp_path / "in"
+    write_bag(src, StoragePlugin.SQLITE3, compressed=False)
+    assert wps_sam(["bag", str(src), str(tmp_path / "out"), "--image-topic", "/nope", *model_args(tiny_files)]) == 2
+    err = capsys.readouterr().err
+    assert "/nope" in err and "/camera/image_raw" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no partial output, no staging folder
+    assert wps_sam(["bag", str(src), str(src), "--image-topic", "/camera/image_raw", *model_args(tiny_files)]) == 2
+    assert "exists already" in capsys.readouterr().err

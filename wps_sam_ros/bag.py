@@ -1,0 +1,163 @@
+"""`wps-sam bag IN OUT --image-topic T`: segment a rosbag2 (sqlite3 or MCAP) offline with `rosbags`.
+
+OUT holds every input message unchanged plus the part topics (topics.OUTPUT_TOPICS, root namespace)
+written at the bag timestamp of the image they came from, so `ros2 bag play OUT` replays camera and
+parts in step. Raw (sensor_msgs/Image) and compressed (sensor_msgs/CompressedImage) topics work.
+The bag is written to a temporary folder next to OUT and renamed into place when complete.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from wps_sam_core.errors import WpsSamError
+
+from . import topics
+
+log = logging.getLogger(__name__)
+STORAGES = ("sqlite3", "mcap")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from wps_sam_core.cli import add_model_args
+
+    p = sub.add_parser("bag", help="segment the images of a rosbag2 into a new bag with the part topics")
+    p.add_argument("input", help="input rosbag2 (folder, .db3 or .mcap)")
+    p.add_argument("output", help="output rosbag2 folder (must not exist)")
+    p.add_argument("--image-topic", required=True, help="image topic, e.g. /camera/image_raw")
+    p.add_argument("--compressed", choices=["auto", "yes", "no"], default="auto",
+                   help="auto: the topic's own type, else <topic>/compressed; yes: <topic>/compressed "
+                        "(CompressedImage); no: raw Image only")
+    p.add_argument("--storage", choices=["auto", *STORAGES], default="auto", help="output storage (auto = input's)")
+    p.add_argument("--overlay", action="store_true", help="also write parts/overlay (rgb8)")
+    p.add_argument("--class-filter", default="", help="comma-separated class names to keep")
+    add_model_args(p)
+    p.set_defaults(func=run_bag)
+
+
+def run_bag(args: argparse.Namespace) -> int:
+    from wps_sam_core.cli import segmenter_from_args
+
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise WpsSamError(f"input bag {src} does not exist")
+    if dst.exists():
+        raise WpsSamError(f"output {dst} exists already; choose a new path")
+    segmenter = segmenter_from_args(args)
+    if args.class_filter:
+        segmenter.update_settings(class_filter=topics.parse_class_filter(args.class_filter))
+    counts = process_bag(src, dst, segmenter, args.image_topic, args.compressed, args.storage, args.overlay)
+    for topic, count in sorted(counts.items()):
+        print(f"{topic}: {count} messages")
+    print(f"wrote {dst}")
+    return 0
+
+
+def input_storage(path: Path) -> str:
+    if path.suffix == ".mcap" or (path.is_dir() and any(path.glob("*.mcap"))):
+        return "mcap"
+    return "sqlite3"
+
+
+def pick_image_connections(connections, image_topic: str, compressed: str) -> list:
+    """The connections to segment, by --image-topic and --compressed."""
+    raw_type, comp_type = topics.RAW_IMAGE_TYPE, topics.COMPRESSED_IMAGE_TYPE
+    comp_topic = image_topic.rstrip("/") + topics.COMPRESSED_SUFFIX
+    by_topic = lambda t, types: [c for c in connections if c.topic == t and c.msgtype in types]  # noqa: E731
+    if compressed == "no":
+        picked = by_topic(image_topic, (raw_type,))
+    elif compressed == "yes":
+        picked = by_topic(image_topic, (comp_type,)) or by_topic(comp_topic, (comp_type,))
+    else:
+        picked = by_topic(image_topic, (raw_type, comp_type)) or by_topic(comp_topic, (comp_type,))
+    if not picked:
+        available = sorted(f"{c.topic} ({c.msgtype})" for c in connections)
+        raise WpsSamError(f"no {'compressed ' if compressed == 'yes' else ''}image topic {image_topic!r} in the bag; "
+                          f"topics: {', '.join(available) or 'none'}")
+    return picked
+
+
+def _qos_profile(spec: topics.QosSpec):
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    never = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, spec.depth,
+               QosReliability.RELIABLE if spec.reliability == "reliable" else QosReliability.BEST_EFFORT,
+               QosDurability.TRANSIENT_LOCAL if spec.durability == "transient_local" else QosDurability.VOLATILE,
+               never, never, QosLiveliness.AUTOMATIC, never, False)
+
+
+def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: str = "auto",
+                storage: str = "auto", overlay: bool = False) -> dict[str, int]:
+    """Write dst = src + part topics; returns messages per output topic. Atomic: all or nothing."""
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from tqdm import tqdm
+
+    from .core import PartSegCore
+    from .messages import MessageFactory, RosbagsBackend, ros2_typestore
+
+    typestore = ros2_typestore()
+    storage = input_storage(src) if storage == "auto" else storage
+    if dst.exists():
+        raise WpsSamError(f"output {dst} exists already; choose a new path")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))  # same filesystem
+    try:
+        tmp_bag = staging / dst.name
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        with Reader(src) as reader, Writer(tmp_bag, version=Writer.VERSION_LATEST, storage_plugin=plugin) as writer:
+            images = {c.id for c in pick_image_connections(reader.connections, image_topic, compressed)}
+            copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
+            outputs: dict[str, Any] = {}
+            for key, spec in topics.OUTPUT_TOPICS.items():
+                if key == "diagnostics" or (key == "overlay" and not overlay):
+                    continue  # diagnostics describe a live node, not a recording
+                outputs[key] = writer.add_connection(topics.resolve(spec.name), spec.msg_type, typestore=typestore,
+                                                     offered_qos_profiles=[_qos_profile(spec.qos)])
+            counts = {conn.topic: 0 for conn in outputs.values()}
+            core = PartSegCore(segmenter, MessageFactory(RosbagsBackend(typestore)), lambda k, m: None,
+                               publish_overlay=overlay)
+
+            def write(key: str, timestamp: int, msg: Any) -> None:
+                conn = outputs[key]
+                writer.write(conn, timestamp, bytes(typestore.serialize_cdr(msg, conn.msgtype)))
+                counts[conn.topic] += 1
+
+            label_info_written = False
+            for conn, timestamp, raw in tqdm(reader.messages(), total=reader.message_count, unit="msg",
+                                             desc="wps-sam bag", disable=None):
+                writer.write(copies[conn.id], timestamp, raw)
+                if conn.id not in images:
+                    continue
+                msg = typestore.deserialize_cdr(raw, conn.msgtype)
+                if not label_info_written:  # latched topic: once, before the first parts
+                    write("label_info", timestamp, core.label_info_message(msg.header))
+                    label_info_written = True
+                for key, out in (core.process(msg) or {}).items():
+                    write(key, timestamp, out)
+        if core.stats.rejected:
+            log.warning("%d image(s) rejected; last problem: %s", core.stats.rejected, core.stats.last_problem)
+        os.replace(tmp_bag, dst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return counts
+
+
+def _copy_connection(writer, conn, typestore):
+    """The input connection in the output bag: same topic, type, definition, QoS."""
+    msgdef = conn.msgdef.data if conn.msgdef and conn.msgdef.data else None
+    digest = conn.digest or None
+    if msgdef is None or digest is None:  # older bags lack definitions: take them from the typestore
+        if conn.msgtype not in typestore.fielddefs:
+            raise WpsSamError(f"topic {conn.topic}: no message definition for {conn.msgtype} in the bag or typestore")
+        return writer.add_connection(conn.topic, conn.msgtype, typestore=typestore,
+                                     serialization_format=conn.ext.serialization_format,
+                                     offered_qos_profiles=conn.ext.offered_qos_profiles)
+    return writer.add_connection(conn.topic, conn.msgtype, msgdef=msgdef, rihs01=digest,
+                                 serialization_format=conn.ext.serialization_format,
+                                 offered_qos_profiles=conn.ext.offered_qos_profiles)
