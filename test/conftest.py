@@ -56,3 +56,18 @@ def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     img = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
     img[h // 4: h // 2, w // 5: w // 2] = (200, 40, 40)  # some structure so masks are not pure noise
     return img
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory):
+    """A small procedural part world (COCO layout): 12 train + 4 val images at 128 px."""
+    from wps_sam_core.data.world import write_world
+
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, 12, 0, 128, "train")
+    write_world(root, 4, 1, 128, "val")
+    return root
+
+
+TINY_PROMPTER_YAML = {"num_queries": 8, "hidden_dim": 64, "num_heads": 4, "enc_layers": 1, "dec_layers": 2,
+                      "dim_feedforward": 128, "dropout": 0.1}

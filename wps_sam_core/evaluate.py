@@ -116,13 +116,7 @@ def point_method(point_mode: str) -> MethodFn:
 
 def predict_prompter(seg: PartSegmenter, batch: EvalBatch) -> list[np.ndarray]:
     """segment_batch's prompter half, on the batch's shared embeddings."""
-    settings = seg.settings
-    with seg._autocast():
-        out = seg.model.prompter(batch.embeddings)
-    image_index, query_index, class_ids, scores = seg._select(out.logits.float(), settings)
-    tokens = out.tokens[image_index, query_index]
-    return _label_maps(seg.decode_prompts(batch.embeddings, batch.geometries, image_index, tokens, class_ids,
-                                          scores, settings))
+    return _label_maps(seg.segment_embeddings(batch.embeddings, batch.geometries))
 
 
 def method_functions(methods: Sequence[str], point_mode: str = DEFAULT_POINT_MODE) -> dict[str, MethodFn]:

@@ -197,29 +197,48 @@ class PartSegmenter:
     def segment(self, image: np.ndarray) -> PartSegmentation:
         return self.segment_batch([image])[0]
 
+    def embed(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[ImageGeometry]]:
+        """Images -> (B x C x s x s SAM embeddings, geometries); the frozen-encoder half of the pipeline."""
+        rgbs = [to_rgb_uint8(img, f"image {i}") for i, img in enumerate(images)]
+        resized, geometries = zip(*(self.transform.resize_image(rgb) for rgb in rgbs))
+        batch = normalize_and_pad(self.model.sam, list(resized))
+        with torch.inference_mode(), self._autocast():
+            return self.model.sam.image_encoder(batch), list(geometries)
+
     @torch.inference_mode()
     def segment_batch(self, images: Sequence[np.ndarray]) -> list[PartSegmentation]:
         if len(images) == 0:
             return []
+        return self.segment_embeddings(*self.embed(images))
+
+    @torch.inference_mode()
+    def segment_embeddings(self, embeddings: torch.Tensor, geometries: Sequence[ImageGeometry]) -> list[PartSegmentation]:
+        """The prompter half of the pipeline, on embeddings from `embed` (or a cache)."""
         settings = self._settings  # one snapshot for the whole batch
-        rgbs = [to_rgb_uint8(img, f"image {i}") for i, img in enumerate(images)]
-        resized, geometries = zip(*(self.transform.resize_image(rgb) for rgb in rgbs))
-        sam = self.model.sam
-        batch = normalize_and_pad(sam, list(resized))
         with self._autocast():
-            embeddings = sam.image_encoder(batch)
             out = self.model.prompter(embeddings)
         image_index, query_index, class_ids, scores = self._select(out.logits.float(), settings)
+        tokens = out.tokens[image_index, query_index]
+        return self.decode_prompts(embeddings, geometries, image_index, tokens, class_ids, scores, settings)
+
+    @torch.inference_mode()
+    def decode_prompts(self, embeddings: torch.Tensor, geometries: Sequence[ImageGeometry], image_index: torch.Tensor,
+                       tokens: torch.Tensor, class_ids: torch.Tensor, scores: torch.Tensor | None = None,
+                       settings: SegmenterSettings | None = None) -> list[PartSegmentation]:
+        """Decode M prompt-token pairs over the batch in ONE mask-decoder call and build the results.
+
+        Also serves the baselines (SAM prompted with ground-truth boxes/points): `class_ids` are
+        1-based; `scores` None ranks overlapping masks by SAM's IoU prediction.
+        """
+        settings = settings or self._settings
+        low_res = ious = None
         if len(image_index):
-            tokens = out.tokens[image_index, query_index]
             with self._autocast():
-                low_res, ious = self.model.decode(embeddings, image_index, tokens)
+                low_res, ious = self.model.decode(embeddings, image_index.to(embeddings.device), tokens.to(embeddings.device))
             low_res, ious = low_res.float(), ious.float()
-        return [
-            self._postprocess(i, geometries[i], image_index, low_res if len(image_index) else None,
-                              ious if len(image_index) else None, class_ids, scores, settings)
-            for i in range(len(images))
-        ]
+            scores = ious if scores is None else scores
+        return [self._postprocess(i, geometries[i], image_index, low_res, ious, class_ids, scores, settings)
+                for i in range(len(geometries))]
 
     def _select(self, logits: torch.Tensor, settings: SegmenterSettings):
         """Queries whose best class is a part (not no-object), above threshold, top-k per image."""
@@ -245,10 +264,11 @@ class PartSegmenter:
     def _postprocess(self, i, geometry: ImageGeometry, image_index, low_res, ious, class_ids, scores,
                      settings: SegmenterSettings) -> PartSegmentation:
         h, w = geometry.original_size
-        sel = (image_index == i).nonzero().flatten() if low_res is not None else torch.zeros(0, dtype=torch.long)
+        sel = (image_index.cpu() == i).nonzero().flatten() if low_res is not None else torch.zeros(0, dtype=torch.long)
         if len(sel) == 0:
             return assemble(np.zeros((0, h, w), bool), np.zeros(0, int), np.zeros(0), np.zeros(0), self.class_names)
         masks = self.model.sam.postprocess_masks(low_res[sel], geometry.input_size, geometry.original_size)
         masks = (masks[:, 0] > settings.mask_threshold).cpu().numpy()
-        return assemble(masks, class_ids[sel].cpu().numpy(), scores[sel].cpu().numpy(),
-                        ious[sel].cpu().numpy(), self.class_names)
+        sel_dev = sel.to(low_res.device)
+        return assemble(masks, class_ids.cpu()[sel].numpy(), scores[sel_dev].cpu().numpy(),
+                        ious[sel_dev].cpu().numpy(), self.class_names)
