@@ -277,7 +277,7 @@ def colourise(canvas: SurfaceCanvas, backdrop: np.ndarray, rng: np.random.Genera
             continue
         inside = canvas.ids[box] == surface
         if inside.any():
-            image[box][inside] = texture_patch(canvas.textures[surface], box)[inside]
+            np.copyto(image[box], texture_patch(canvas.textures[surface], box), where=inside[..., None])
     if outline_surfaces is not None and rng.uniform() < 0.5:
         ids = canvas.ids
         edge = np.zeros(ids.shape, dtype=bool)
