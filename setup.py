@@ -50,5 +50,6 @@ setup(
             "wps-sam = wps_sam_core.cli:main",
             "part_seg_node = wps_sam_ros.node:main",
         ],
+        "wps_sam.commands": ["bag = wps_sam_ros.bag"],
     },
 )

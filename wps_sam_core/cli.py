@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from importlib.metadata import entry_points
 import json
 import logging
 import sys
@@ -12,13 +13,15 @@ from .errors import WpsSamError
 
 log = logging.getLogger("wps_sam")
 
-# Each module adds its subcommand with `register(subparsers)`; one line per subcommand.
+# Each module adds its subcommand with `register(subparsers)`; one line per subcommand. Packages
+# outside the core (the ROS side's `bag`) plug in through the `wps_sam.commands` entry-point group,
+# so wps_sam_core never imports them.
 COMMAND_MODULES = (
     "wps_sam_core.cli",  # predict (below)
     "wps_sam_core.cli_world",  # world
+    "wps_sam_core.cli_train",  # train, cache
     "wps_sam_core.cli_data",  # convert-pascal-part, dataset-info
     "wps_sam_core.cli_eval",  # eval
-    "wps_sam_ros.bag",  # bag
 )
 
 
@@ -91,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for entry in entry_points(group="wps_sam.commands"):
+        entry.load().register(sub)
     return parser
 
 
