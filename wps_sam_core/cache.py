@@ -183,11 +183,13 @@ def build_cache(
         for e in entries:
             e.update(original_size=[0, 0], input_size=[0, 0])
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".*.tmp"):  # left by a killed build (atomic_path cleans up on errors, not on SIGKILL)
+        stale.unlink()
     todo = [s for s in range(num_shards) if s not in finished]
     if finished:
         log.info("resuming cache %s: %d of %d shards already done", root, len(finished), num_shards)
-    bar = tqdm(total=len(plan), initial=len(plan) - sum(len(range(s * shard_size, min(len(plan), (s + 1) * shard_size))) for s in todo),
-               disable=not progress, desc="caching embeddings", unit="img")
+    done = sum(1 for e in entries if e["shard"] in finished)
+    bar = tqdm(total=len(plan), initial=done, disable=not progress, desc="caching embeddings", unit="img")
     for shard in todo:
         tensors: dict[str, torch.Tensor] = {}
         indices = list(range(shard * shard_size, min(len(plan), (shard + 1) * shard_size)))
