@@ -97,6 +97,7 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, small_world, tin
     resumed = cli("train", "--config", killed, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["steps"] == 16
+    assert not list((tmp_path / "k").glob(".*.tmp"))
     final, expected = load_file(tmp_path / "k" / "last.safetensors"), load_file(tmp_path / "ref" / "last.safetensors")
     assert final.keys() == expected.keys()
     assert all(torch.allclose(final[k], expected[k], atol=1e-6) for k in expected)

@@ -91,6 +91,9 @@ class Trainer:
         fabric.launch()
         self.fabric = fabric
         fabric.seed_everything(cfg.run.seed)  # same initial prompter on every rank
+        if fabric.is_global_zero and self.out.is_dir():
+            for stale in self.out.glob(".*.tmp"):  # half-written checkpoint of a killed run: never used
+                stale.unlink()
         train_set = self._data(cfg.data.train_split)
         sam_type = cfg.model.sam_type
         sam_sha = sha256_file(cfg.model.sam_checkpoint) if cfg.model.sam_checkpoint else ""
