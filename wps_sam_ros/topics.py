@@ -13,6 +13,8 @@ from typing import Any
 NODE_NAME = "part_seg"
 PACKAGE = "wps_sam_ros"
 EXECUTABLE = "part_seg_node"
+CONFIG_FILE = "part_seg.yaml"  # config/ in the repo, share/wps_sam_ros/config/ when installed
+LAUNCH_FILE = "part_seg.launch.py"  # launch/ in the repo, share/wps_sam_ros/launch/ when installed
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,29 @@ PARAMETERS: dict[str, ParameterSpec] = {
 }
 
 RUNTIME_PARAMETERS = tuple(name for name, spec in PARAMETERS.items() if spec.runtime)
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    default: str
+    description: str
+    choices: tuple[str, ...] = ()
+
+
+# Launch arguments named like a parameter override it when non-empty; empty keeps the params_file
+# value, so editing the YAML is never silently undone by a launch default.
+PARAMETER_ARGUMENTS = ("image_topic", "sam_checkpoint", "prompter_checkpoint", "device")
+LAUNCH_ARGUMENTS: dict[str, LaunchArgument] = {
+    # the launch file turns this default into PathJoinSubstitution([FindPackageShare(PACKAGE), ...])
+    "params_file": LaunchArgument(f"$(find-pkg-share {PACKAGE})/config/{CONFIG_FILE}", "node parameters YAML"),
+    **{name: LaunchArgument(
+        "", f"sets the {name} parameter; empty = the params_file value (shipped: {PARAMETERS[name].default!r})",
+        ("", *PARAMETERS[name].choices) if PARAMETERS[name].choices else ())
+       for name in PARAMETER_ARGUMENTS},
+    "namespace": LaunchArgument("", "node namespace: outputs become /<namespace>/parts/..."),
+    "use_lifecycle": LaunchArgument("false", "run the managed (lifecycle) node", ("true", "false")),
+    "autostart": LaunchArgument("true", "lifecycle node only: configure and activate at launch", ("true", "false")),
+}
 
 
 def defaults() -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""One source of truth: config/part_seg.yaml, the launch file, the docs tables and the DDS argument parser
+all agree with wps_sam_ros/topics.py."""
+from __future__ import annotations
+
+import ast
+import fnmatch
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wps_sam_core.errors import WpsSamError
+from wps_sam_core.segmenter import SegmenterSettings
+from wps_sam_ros import topics
+from wps_sam_ros.params import parse_ros_args, read_params_file, split_ros_args
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "config" / topics.CONFIG_FILE
+LAUNCH = REPO / "launch" / topics.LAUNCH_FILE
+DOCS = [REPO / "README.md", REPO / "docs" / "ros.md"]
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`" if value != "" else '`""`'
+
+
+def topic_rows() -> list[str]:
+    return [f"| `{topics.resolve(spec.name)}` | `{spec.msg_type}` | {spec.qos.reliability}, {spec.qos.durability}, "
+            f"depth {spec.qos.depth} | {spec.description} |" for spec in topics.OUTPUT_TOPICS.values()]
+
+
+def parameter_rows() -> list[str]:
+    return [f"| `{name}` | {_cell(spec.default)} | {'yes' if spec.runtime else 'no'} | {spec.description} |"
+            for name, spec in topics.PARAMETERS.items()]
+
+
+def launch_rows() -> list[str]:
+    return [f"| `{name}` | {_cell(arg.default)} | {', '.join(_cell(c) for c in arg.choices) or '-'} | {arg.description} |"
+            for name, arg in topics.LAUNCH_ARGUMENTS.items()]
+
+
+def test_yaml_equals_topics_defaults_with_types():
+    doc = yaml.safe_load(CONFIG.read_text())
+    params = doc["/**"]["ros__parameters"]
+    assert params == topics.defaults()
+    for name, value in params.items():  # rcl is strict about types: 0.0 must not become 0
+        assert type(value) is type(topics.PARAMETERS[name].default), name
+    assert read_params_file(CONFIG) == topics.defaults()
+
+
+def test_defaults_equal_the_segmenter_and_cli_defaults():
+    settings = SegmenterSettings()
+    assert topics.PARAMETERS["score_threshold"].default == settings.score_threshold
+    assert topics.PARAMETERS["mask_threshold"].default == settings.mask_threshold
+    assert topics.PARAMETERS["max_instances"].default == settings.max_instances
+    assert topics.parse_class_filter(topics.PARAMETERS["class_filter"].default) == settings.class_filter
+    from wps_sam_core.sam import SAM_CONFIGS
+
+    assert set(topics.PRECISION_CHOICES) == {"fp32", "bf16", "fp16"} and "tiny" in SAM_CONFIGS
+
+
+def test_launch_arguments_are_the_issue_list_and_match_the_parameters():
+    assert set(topics.LAUNCH_ARGUMENTS) == {"image_topic", "params_file", "sam_checkpoint", "prompter_checkpoint",
+                                            "device", "namespace", "use_lifecycle", "autostart"}
+    assert topics.LAUNCH_ARGUMENTS["params_file"].default == "$(find-pkg-share wps_sam_ros)/config/part_seg.yaml"
+    for name in topics.PARAMETER_ARGUMENTS:
+        assert name in topics.PARAMETERS
+        arg = topics.LAUNCH_ARGUMENTS[name]
+        assert arg.default == ""  # empty: keep the params_file value
+        assert repr(topics.PARAMETERS[name].default) in arg.description
+        if topics.PARAMETERS[name].choices:
+            assert arg.choices == ("", *topics.PARAMETERS[name].choices)
+    assert topics.LAUNCH_ARGUMENTS["device"].choices == ("", "auto", "cuda", "cpu")
+    for arg in topics.LAUNCH_ARGUMENTS.values():
+        assert not arg.choices or arg.default in arg.choices
+
+
+def test_launch_file_uses_topics_and_real_launch_apis():
+    tree = ast.parse(LAUNCH.read_text())
+    imported = {(node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    assert {("launch", "LaunchDescription"), ("launch.actions", "DeclareLaunchArgument"),
+            ("launch_ros.actions", "Node"), ("launch_ros.actions", "LifecycleNode"),
+            ("launch_ros.substitutions", "FindPackageShare"), ("launch_ros.events.lifecycle", "ChangeState"),
+            ("wps_sam_ros", "topics")} <= imported
+    functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert "generate_launch_description" in functions
+    source = LAUNCH.read_text()
+    for needle in ("topics.LAUNCH_ARGUMENTS", "topics.PARAMETER_ARGUMENTS", "topics.CONFIG_FILE",
+                   "topics.EXECUTABLE", "TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"):
+        assert needle in source
+    literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert not literals & {"/camera/image_raw", "auto", "part_seg", "part_seg_node"}  # no second copy of a default
+
+
+def test_setup_py_installs_the_launch_and_config_files():
+    setup = (REPO / "setup.py").read_text()
+    assert '"launch/*.launch.py"' in setup and '"config/*.yaml"' in setup
+    assert fnmatch.fnmatch(f"launch/{LAUNCH.name}", "launch/*.launch.py")
+    assert fnmatch.fnmatch(f"config/{CONFIG.name}", "config/*.yaml")
+    assert f"{topics.EXECUTABLE} = wps_sam_ros.node:main" in setup
+
+
+def test_docs_tables_match_the_code():
+    docs = [p for p in DOCS if p.is_file() and "<!-- topics table -->" in p.read_text()]
+    assert docs, "no README section with the topics table"
+    for path in docs:
+        lines = set(path.read_text().splitlines())
+        for row in topic_rows() + parameter_rows() + launch_rows():
+            assert row in lines, f"{path.name} lacks or differs from:\n{row}"
+
+
+def test_dds_argument_parser_reads_ros_args():
+    own, ros = split_ros_args(["--domain-id", "3", "--ros-args", "--params-file", str(CONFIG),
+                               "-p", "score_threshold:=0.7", "-p", "max_instances:=3", "-p", "class_filter:=a,b",
+                               "-r", "__ns:=/robot1"])
+    assert own == ["--domain-id", "3"]
+    params, name, namespace = parse_ros_args(ros)
+    assert params["score_threshold"] == 0.7 and params["max_instances"] == 3 and params["class_filter"] == "a,b"
+    assert params["device"] == "auto" and (name, namespace) == ("part_seg", "/robot1")
+    assert parse_ros_args(["--ros-args", "-p", "mask_threshold:=1"])[0]["mask_threshold"] == 1.0  # int -> double
+    with pytest.raises(WpsSamError, match="max_instances"):
+        parse_ros_args(["--ros-args", "-p", "max_instances:=many"])
+    with pytest.raises(WpsSamError, match="unknown parameter 'nope'"):
+        parse_ros_args(["--ros-args", "-p", "nope:=1"])
+
+
+def test_params_file_sections(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    device: cpu\n"
+                    "/robot1/part_seg:\n  ros__parameters:\n    score_threshold: 0.9\n"
+                    "other_node:\n  ros__parameters:\n    device: cuda\n")
+    assert read_params_file(path) == {"device": "cpu"}
+    assert read_params_file(path, namespace="robot1") == {"device": "cpu", "score_threshold": 0.9}
+    path.write_text("/**:\n  ros__parameters:\n    publish_overlay: 3\n")
+    with pytest.raises(WpsSamError, match="publish_overlay"):
+        read_params_file(path)
+
+
+if __name__ == "__main__":  # print the docs tables: python3 test/test_ros_config.py
+    print("\n".join(topic_rows()), "\n\n" + "\n".join(parameter_rows()), "\n\n" + "\n".join(launch_rows()))
