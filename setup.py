@@ -37,10 +37,12 @@ setup(
         "train": ["pycocotools>=2.0.7", "lightning>=2.2", "tensorboard>=2.14"],
         "ros-tools": ["rosbags>=0.10", "cyclonedds>=0.10", "mcap>=1.1"],
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "light": ["mobilesam-mirror>=1.0", "timm>=0.9"],  # SAM type vit_t (MobileSAM's TinyViT encoder)
         "dev": [
             "pytest>=8", "hypothesis>=6", "colcon-common-extensions>=0.3",
             "pycocotools>=2.0.7", "lightning>=2.2", "tensorboard>=2.14",
             "rosbags>=0.10", "cyclonedds>=0.10", "mcap>=1.1", "onnx>=1.15", "onnxruntime>=1.17",
+            "mobilesam-mirror>=1.0", "timm>=0.9",
         ],
     },
     zip_safe=False,

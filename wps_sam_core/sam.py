@@ -66,6 +66,10 @@ SAM_CONFIGS: dict[str, SamConfig] = {
         image_size=256, window_size=8, prompt_embed_dim=128, decoder_mlp_dim=512,
         decoder_num_heads=4, iou_head_hidden_dim=128, mask_in_chans=8,
     ),
+    # MobileSAM's light encoder (TinyViT, per-stage numbers in sam_vit_t.py): official 1024-px input,
+    # 256 x 64 x 64 embedding, SAM's prompt encoder and mask decoder. The ViT fields summarise it
+    # (last-stage width, total depth, last-stage heads); only `encoder` selects the class.
+    "vit_t": SamConfig(320, 12, 10, (), encoder="tiny_vit"),
 }
 
 
