@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import signal
 import threading
-import time
 import types as pytypes
 from functools import lru_cache
 from typing import Any, Sequence
