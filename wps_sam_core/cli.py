@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "wps_sam_core.cli_train",  # train, cache
     "wps_sam_core.cli_data",  # convert-pascal-part, dataset-info
     "wps_sam_core.cli_eval",  # eval
+    "wps_sam_core.cli_export",  # export
 )
 
 
