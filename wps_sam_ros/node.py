@@ -4,8 +4,10 @@ Both are thin: parameters and topics come from topics.py, frames go to core.Part
 are the real ROS 2 classes through messages.RclpyBackend. rclpy is imported only inside functions,
 so this module (and `part_seg_node --transport dds`) works on machines without ROS 2.
 
-Lifecycle: configure loads the model and creates the publishers; activate subscribes and starts the
-worker; deactivate unsubscribes and stops it; cleanup frees the model (and GPU memory).
+Lifecycle (as in the issue and yolo_ros): configure creates the publishers and loads the model (so a
+bad checkpoint fails the transition early); activate subscribes and starts the worker (reloading the
+model if a deactivate freed it); deactivate unsubscribes, stops the worker and frees the model and its
+GPU memory; cleanup destroys the publishers.
 """
 from __future__ import annotations
 
@@ -82,13 +84,16 @@ class PartSegRos:
 
     # -- lifecycle steps (the plain node runs configure + activate in its constructor)
     def configure(self) -> None:
+        for key, spec in topics.OUTPUT_TOPICS.items():
+            msg_type = self.backend.cls(spec.msg_type)
+            self.publishers[key] = self.node.create_publisher(msg_type, spec.name, ros_qos(spec.qos))
+        self._load_model()
+
+    def _load_model(self) -> None:
         from .core import PartSegCore, load_segmenter
 
         params = self.parameters()
         self.segmenter = load_segmenter(params)
-        for key, spec in topics.OUTPUT_TOPICS.items():
-            msg_type = self.backend.cls(spec.msg_type)
-            self.publishers[key] = self.node.create_publisher(msg_type, spec.name, ros_qos(spec.qos))
         clock = self.node.get_clock()
         self.core = PartSegCore(
             self.segmenter, self.factory, self.publish,
@@ -98,7 +103,18 @@ class PartSegRos:
         )
         self.node.get_logger().info(f"loaded {self.segmenter.description} on {self.segmenter.device}")
 
+    def _free_model(self) -> None:
+        device = getattr(self.segmenter, "device", None)
+        self.core = self.segmenter = None
+        gc.collect()
+        if device is not None and device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
     def activate(self) -> None:
+        if self.core is None:  # freed by deactivate
+            self._load_model()
         params = self.parameters()
         topic, type_name = topics.input_topic(params["image_topic"], params["image_transport"])
         self.subscription = self.node.create_subscription(
@@ -117,19 +133,13 @@ class PartSegRos:
         if self.timer is not None:
             self.node.destroy_timer(self.timer)
             self.timer = None
+        self._free_model()
 
     def cleanup(self) -> None:
         self.deactivate()
         for pub in self.publishers.values():
             self.node.destroy_publisher(pub)
         self.publishers.clear()
-        device = getattr(self.segmenter, "device", None)
-        self.core = self.segmenter = None
-        gc.collect()
-        if device is not None and device.type == "cuda":
-            import torch
-
-            torch.cuda.empty_cache()
 
     # -- callbacks
     def on_image(self, msg) -> None:
@@ -174,7 +184,7 @@ def node_classes() -> tuple[type, type]:
             self.part_seg = PartSegRos(self)
 
         def on_configure(self, state: State) -> TransitionCallbackReturn:
-            """unconfigured -> inactive: load the model, create the publishers."""
+            """unconfigured -> inactive: create the publishers, load the model."""
             try:
                 self.part_seg.configure()
             except Exception as exc:  # stay unconfigured and say why, instead of an ERROR transition
@@ -189,12 +199,12 @@ def node_classes() -> tuple[type, type]:
             return TransitionCallbackReturn.SUCCESS
 
         def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-            """active -> inactive: unsubscribe and stop the worker (the model stays loaded)."""
+            """active -> inactive: unsubscribe, stop the worker, free the model and its GPU memory."""
             self.part_seg.deactivate()
             return TransitionCallbackReturn.SUCCESS
 
         def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-            """inactive -> unconfigured: destroy publishers, free the model and its GPU memory."""
+            """inactive -> unconfigured: destroy the publishers."""
             self.part_seg.cleanup()
             return TransitionCallbackReturn.SUCCESS
 
