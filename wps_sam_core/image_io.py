@@ -15,6 +15,8 @@ MAX_IMAGE_PIXELS = 100_000_000  # refuse decompression bombs before they take th
 def read_image_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB (grayscale and alpha converted)."""
     path = Path(path)
+    if path.is_dir():
+        raise WpsSamError(f"{path} is a directory, not an image file")
     if not path.is_file():
         raise WpsSamError(f"image not found: {path}")
     if path.stat().st_size == 0:

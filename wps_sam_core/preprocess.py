@@ -61,7 +61,11 @@ class SamTransform:
 
     def geometry(self, original_size: tuple[int, int]) -> ImageGeometry:
         h, w = original_size
-        return ImageGeometry((h, w), ResizeLongestSide.get_preprocess_shape(h, w, self.image_size))
+        input_size = ResizeLongestSide.get_preprocess_shape(h, w, self.image_size)
+        if min(input_size) < 1:  # e.g. 20000x10 at 256 px: the official resize would fail inside PIL
+            raise WpsSamError(f"image of {h}x{w} px is too elongated: its short side would be 0 px at the "
+                              f"{self.image_size}-px model input (aspect ratio must stay below {2 * self.image_size}:1)")
+        return ImageGeometry((h, w), input_size)
 
     def resize_image(self, rgb: np.ndarray) -> tuple[torch.Tensor, ImageGeometry]:
         """uint8 HxWx3 -> float 3xhxw tensor (unnormalised, unpadded) and its geometry."""

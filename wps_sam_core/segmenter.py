@@ -10,6 +10,7 @@ import logging
 import threading
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,6 +36,12 @@ class SegmenterSettings:
     class_filter: tuple[str, ...] = ()  # class names to keep; empty = all
 
     def validated(self, class_names: Sequence[str]) -> "SegmenterSettings":
+        for name, kind in (("score_threshold", Real), ("mask_threshold", Real), ("max_instances", Integral)):
+            value = getattr(self, name)  # a str, bool or 2.5 would otherwise fail far away, mid-frame
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise WpsSamError(f"{name} must be {'an integer' if kind is Integral else 'a number'}, got {value!r}")
+        if not all(isinstance(n, str) for n in self.class_filter):
+            raise WpsSamError(f"class_filter must be class names, got {self.class_filter!r}")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise WpsSamError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
         if not np.isfinite(self.mask_threshold):
@@ -184,7 +191,8 @@ class PartSegmenter:
         """Validate and swap in new settings atomically; invalid values raise and change nothing."""
         with self._settings_lock:
             if "class_filter" in changes:
-                changes["class_filter"] = tuple(changes["class_filter"] or ())
+                value = changes["class_filter"] or ()
+                changes["class_filter"] = (value,) if isinstance(value, str) else tuple(value)  # not its letters
             new = replace(self._settings, **changes).validated(self.class_names)
             self._settings = new
             return new

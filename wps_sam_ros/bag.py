@@ -106,7 +106,9 @@ def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: s
     if dst.exists():
         raise WpsSamError(f"output {dst} exists already; choose a new path")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))  # same filesystem
+    _remove_stale_staging(dst)
+    # same filesystem as dst, so the final rename is atomic; the pid in the name tells a killed run's folder
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.{os.getpid()}.", suffix=".tmp", dir=dst.parent))
     try:
         tmp_bag = staging / dst.name
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -146,6 +148,24 @@ def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: s
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return counts
+
+
+def _remove_stale_staging(dst: Path) -> None:
+    """Delete staging folders of runs for this output that were killed (SIGKILL skips `finally`)."""
+    for stale in dst.parent.glob(f".{dst.name}.*.tmp"):
+        pid = stale.name[len(dst.name) + 2:].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _copy_connection(writer, conn, typestore):

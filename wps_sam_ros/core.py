@@ -225,10 +225,13 @@ class PartSegCore:
             try:
                 outputs = self.process(msg)
             except Exception as exc:  # a bug or a device error must not kill the worker silently
-                self._warn_rejected(f"frame failed: {type(exc).__name__}: {exc}")
+                self._reject(f"frame failed: {type(exc).__name__}: {exc}")  # counted: the frame totals add up
                 continue
-            for key, out in (outputs or {}).items():
-                self.publish(key, out)
+            try:
+                for key, out in (outputs or {}).items():
+                    self.publish(key, out)
+            except Exception as exc:  # a transport error must not end the worker either
+                self._warn_rejected(f"publishing failed: {type(exc).__name__}: {exc}")
 
     # -- one frame, synchronously (the live worker and the bag tool both use this)
     def process(self, msg: Any) -> dict[str, Any] | None:
@@ -239,7 +242,11 @@ class PartSegCore:
             self._reject(str(exc))
             return None
         started = time.perf_counter()
-        seg = self.segmenter.segment(rgb)
+        try:
+            seg = self.segmenter.segment(rgb)
+        except WpsSamError as exc:  # a decodable frame the model cannot take, e.g. 20000x10 px
+            self._reject(str(exc))
+            return None
         inference_ms = (time.perf_counter() - started) * 1e3
         overlay = None
         if self.publish_overlay and self.overlay_wanted():

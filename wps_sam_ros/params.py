@@ -41,6 +41,9 @@ def read_params_file(path: str | Path, node_name: str = topics.NODE_NAME, namesp
         doc = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise WpsSamError(f"cannot read params file {path}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise WpsSamError(f"params file {path}: expected a mapping of node names to ros__parameters, "
+                          f"got a {type(doc).__name__}")
     full_name = topics.resolve(node_name, namespace)
     wanted = ["/**", node_name, "/" + node_name, full_name, full_name.lstrip("/")]
     out: dict[str, Any] = {}
