@@ -69,9 +69,10 @@ class SamTransform:
 
     def resize_image(self, rgb: np.ndarray) -> tuple[torch.Tensor, ImageGeometry]:
         """uint8 HxWx3 -> float 3xhxw tensor (unnormalised, unpadded) and its geometry."""
+        geometry = self.geometry(rgb.shape[:2])  # first: it refuses sizes the resize cannot take
         resized = self.resize.apply_image(rgb)
         tensor = torch.as_tensor(resized).permute(2, 0, 1).contiguous().float()
-        return tensor, self.geometry(rgb.shape[:2])
+        return tensor, geometry
 
     def boxes_to_input(self, boxes_xyxy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
         """Boxes in original pixels -> the resized input frame SAM's prompt encoder expects."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import time
 from pathlib import Path
 
@@ -245,7 +246,7 @@ class Trainer:
             prompter.load_state_dict(state["prompter"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, KeyError, EOFError, ValueError) as exc:
+        except (RuntimeError, KeyError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # weights_only refusals
             raise WpsSamError(f"--resume: cannot use {path}: {str(exc).splitlines()[0]}") from None
         log.info("resuming from %s at step %d", path, state["step"])
         return int(state["step"]), float(state["best"])

@@ -85,7 +85,11 @@ def parse_ros_args(argv: Sequence[str]) -> tuple[dict[str, Any], str, str]:
             else:
                 key, _, raw = value.partition(":=")
                 if arg in ("-p", "--param"):
-                    overrides.append((key, yaml.safe_load(raw) if raw else ""))
+                    try:  # values are YAML, as in rcl; a parse error must name the flag, not be a traceback
+                        overrides.append((key, yaml.safe_load(raw) if raw else ""))
+                    except yaml.YAMLError:
+                        raise WpsSamError(f"{arg} {value!r}: the value is not valid YAML; quote it, "
+                                          f"e.g. {key}:='\"...\"'") from None
                 elif key == "__ns":
                     namespace = raw
                 elif key == "__node":
