@@ -37,6 +37,15 @@ from conftest import TINY_PROMPTER_YAML, random_image
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "docs" / "bad_inputs.md"
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Two OpenMP threads on a shared 2-core box spin-wait 5-15x slower; one measures our code."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 # ---- CLI: one forked child per case ----------------------------------------------------------------------
 FORK_RUNNER = r"""
 import json, os, sys, traceback
@@ -136,7 +145,7 @@ def cli_cases(tmp: Path, tiny_files, world: Path) -> dict[str, tuple[str, list[s
         "flag-not-a-number": ("wps-sam", ["predict", str(tmp / "a.png"), *out, "--score-threshold", "high"],
                               "invalid float value: 'high'"),
         "train-state-with-code": ("wps-sam", ["train", "--config", str(tmp / "train.yaml"), "--resume"],
-                                  f"--resume: cannot use {tmp / 'run' / STATE_FILE}"),
+                                  f"--resume: refusing to load {tmp / 'run' / STATE_FILE}"),
         "coco-missing-keys": ("wps-sam", ["dataset-info", "--annotations", str(tmp / "coco.json"), "--image-dir",
                                           str(tmp)], "annotation id 7: needs integer 'id', 'image_id' and 'category_id'"),
         "params-yaml-wrong-type": ("part_seg_node", [*node, "--params-file", str(tmp / "bad_types.yaml")],
@@ -199,6 +208,36 @@ def test_shell_looking_paths_are_literal(tmp_path, tiny_files, key):
             load_segmenter(params)
         assert payload in str(err.value)  # named verbatim: no ~, $VAR or $(...) expansion
     assert not marker.exists()
+
+
+def unsafe_calls(source: str) -> list[str]:
+    """Calls that could run code from a file or hand a path to a shell, found in the syntax tree."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+        if name == "torch.load" and keywords.get("weights_only") != "True":
+            found.append(f"line {node.lineno}: torch.load without weights_only=True")
+        elif name in ("pickle.load", "pickle.loads", "dill.load", "joblib.load", "torch.hub.load", "os.system",
+                      "os.popen", "eval", "exec", "yaml.load", "yaml.unsafe_load", "yaml.full_load"):
+            found.append(f"line {node.lineno}: {name}")
+        elif name.endswith(("expanduser", "expandvars")):
+            found.append(f"line {node.lineno}: {name} (paths are taken literally)")
+        elif keywords.get("shell") == "True" or (name.endswith("load") and keywords.get("allow_pickle") == "True"):
+            found.append(f"line {node.lineno}: {name} with shell=True/allow_pickle=True")
+    return found
+
+
+def test_no_unpickling_or_shell_in_the_code_base():
+    probe = "torch.load(p)\nyaml.load(s)\nsubprocess.run(c, shell=True)\nPath(p).expanduser()\ntorch.load(p, weights_only=True)"
+    assert [f.split(":")[0] for f in unsafe_calls(probe)] == ["line 1", "line 2", "line 3", "line 4"]  # the scanner works
+    folders = ("wps_sam_core", "wps_sam_ros", "training", "benchmarks", "launch", "examples")
+    files = [p for folder in folders for p in (REPO / folder).rglob("*.py")] + [REPO / "setup.py"]
+    assert len(files) > 30
+    problems = {str(p.relative_to(REPO)): unsafe_calls(p.read_text()) for p in files}
+    assert {path: found for path, found in problems.items() if found} == {}
 
 
 # ---- the node: bad frames through PartSegCore -------------------------------------------------------------
@@ -295,6 +334,43 @@ def test_live_worker_throttles_warnings_and_keeps_going(segmenter):
     assert s.received == 21 and s.processed == 1 and s.received == s.processed + s.dropped + s.rejected
     assert s.rejected >= 15 and len(warnings) == 1  # the rest are throttled (one per 5 s)
     assert {k for k, _ in published} == {"masks", "instance_masks", "instances"}
+
+
+class FailsOnce:
+    """The real segmenter, except that its first frame raises like a device error would."""
+
+    def __init__(self, segmenter) -> None:
+        self._segmenter, self.failed = segmenter, False
+
+    def __getattr__(self, name):
+        return getattr(self._segmenter, name)
+
+    def segment(self, image):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return self._segmenter.segment(image)
+
+
+def test_worker_survives_a_failing_frame_and_counts_it(segmenter):
+    warnings: list[str] = []
+    published: list = []
+    core = PartSegCore(FailsOnce(segmenter), FACTORY, lambda k, m: published.append(k), warn=warnings.append,
+                       publish_overlay=False)
+    core.start()
+    try:
+        core.submit(good_frame(1))
+        deadline = time.monotonic() + 10
+        while core.stats.rejected == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        core.submit(good_frame(2))
+        while not published and time.monotonic() < deadline + 20:
+            time.sleep(0.01)
+    finally:
+        core.stop()
+    assert core.stats.rejected == 1 and core.stats.processed == 1 and core.stats.received == 2
+    assert warnings == ["rejected frame: frame failed: RuntimeError: CUDA error: an illegal memory access was encountered"]
+    assert "masks" in published
 
 
 def test_float_arrays_with_nan_are_refused_by_the_segmenter(segmenter):

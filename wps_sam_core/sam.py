@@ -153,10 +153,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WpsSamError(
             f"refusing to load {path}: it holds pickled Python objects beyond tensors, and "
-            f"weights_only loading never runs code from a file ({first})"
+            f"weights_only loading never runs code from a file ({refusal_reason(exc)})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -166,6 +165,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WpsSamError(f"{path} is not a state dict of tensors")
     return dict(state)
+
+
+def refusal_reason(exc: pickle.UnpicklingError) -> str:
+    """The line of torch's weights_only refusal naming the blocked object, not its advice to turn it off."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    specific = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    return (specific or lines or [type(exc).__name__])[0]
 
 
 def guess_sam_type(state: Mapping[str, torch.Tensor]) -> str | None:

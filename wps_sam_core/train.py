@@ -23,7 +23,7 @@ from .io_utils import atomic_path, atomic_write_text, sha256_file
 from .losses import WPSCriterion
 from .model import WPSSAM
 from .prompter import Prompter, PrompterConfig
-from .sam import get_sam_config, load_sam
+from .sam import get_sam_config, load_sam, refusal_reason
 from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,10 @@ class Trainer:
             prompter.load_state_dict(state["prompter"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, KeyError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # weights_only refusals
+        except pickle.UnpicklingError as exc:  # weights_only refused it: never unpickle code
+            raise WpsSamError(f"--resume: refusing to load {path}: it holds pickled Python objects beyond "
+                              f"tensors ({refusal_reason(exc)})") from None
+        except (RuntimeError, KeyError, EOFError, ValueError) as exc:
             raise WpsSamError(f"--resume: cannot use {path}: {str(exc).splitlines()[0]}") from None
         log.info("resuming from %s at step %d", path, state["step"])
         return int(state["step"]), float(state["best"])
