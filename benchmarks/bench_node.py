@@ -181,7 +181,7 @@ def main() -> None:
             start = time.monotonic()
             for i in range(args.frames):
                 sent.append(camera.publish(images[i % len(images)]))
-                if i == args.warmup or (i + 1) % 100 == 0:
+                if (i + 1) % 100 == 0 or i + 1 == args.warmup:
                     rss_samples.append((i + 1, rss_kib(node.pid)))
                 time.sleep(max(0.0, start + (i + 1) / args.rate - time.monotonic()))
             send_s = time.monotonic() - start
@@ -205,7 +205,7 @@ def main() -> None:
     gaps = np.diff([a for a, _ in arrivals]) / 1e6
     period = float(statistics.median(gaps)) if len(gaps) else float("nan")
     p50, p95 = (float(np.percentile(latencies, q)) for q in (50, 95))
-    baseline = next(kib for i, kib in rss_samples if i > args.warmup)
+    baseline = next(kib for i, kib in rss_samples if i >= args.warmup)
     growth = 100.0 * (rss_end - baseline) / baseline
     processed_fps = (len(arrivals) - 1) / ((arrivals[-1][0] - arrivals[0][0]) / 1e9) if len(arrivals) > 1 else 0.0
     emit({
