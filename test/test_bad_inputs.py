@@ -1,4 +1,4 @@
-"""The bad-input catalogue (docs/bad_inputs.md): every kind gets one clear line naming the problem.
+"""The bad-input catalogue (README.md, "Bad inputs"): every kind gets one clear line naming the problem.
 
 CLI: `wps-sam` and `part_seg_node` exit 2 with one `error:` line and no traceback. The cases run as
 real processes: one interpreter imports the CLI once, then forks one child per case, each running the
@@ -35,7 +35,7 @@ from wps_sam_ros.messages import MessageFactory, RosbagsBackend
 from conftest import TINY_PROMPTER_YAML, random_image
 
 REPO = Path(__file__).resolve().parents[1]
-TABLE = REPO / "docs" / "bad_inputs.md"  # merged into README.md later: either is read
+TABLE = REPO / "README.md"  # the catalogue table lives in the README
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -415,8 +415,9 @@ TABLE_HEADER = "| kind | where | what the user sees | test |"
 
 
 def table_rows() -> list[list[str]]:
-    """The catalogue rows, from README.md once merged there, else docs/bad_inputs.md."""
-    text = next(t for t in (f.read_text() for f in (REPO / "README.md", TABLE) if f.is_file()) if TABLE_HEADER in t)
+    """The catalogue rows of the README table."""
+    text = TABLE.read_text()
+    assert TABLE_HEADER in text, "README.md lacks the bad-input catalogue table"
     lines = text[text.index(TABLE_HEADER):].splitlines()[2:]  # after the header and the --- line
     rows = []
     for line in lines:

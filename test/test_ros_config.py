@@ -17,7 +17,7 @@ from wps_sam_ros.params import parse_ros_args, read_params_file, split_ros_args
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / topics.CONFIG_FILE
 LAUNCH = REPO / "launch" / topics.LAUNCH_FILE
-DOCS = [REPO / "README.md", REPO / "docs" / "ros.md"]
+DOCS = [REPO / "README.md"]
 
 
 def _cell(value) -> str:
