@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The mini-reproduction table (docs/results.md) and the model card's metrics, after reproduce_embedded.sh:
+#
+#   training/reproduce_results.sh [OUT=runs/embedded]
+#
+# Trains the point-supervised prompter (training/configs/world_point.yaml, one interior click per
+# part) on the same cache, then evaluates on the held-out test split (seed 3): SAM + GT boxes, SAM +
+# GT points, WPS-SAM(box) = the installed embedded prompter, WPS-SAM(point); both metric protocols.
+set -euo pipefail
+out=${1:-runs/embedded}
+here=$(cd "$(dirname "$0")" && pwd)
+assets="$here/../wps_sam_core/assets"
+export OMP_NUM_THREADS=${THREADS:-1}
+# trained on the same fp32 run SAM and cache as the box prompter; every row is evaluated on the SHIPPED (float16) SAM
+wps-sam train --config "$here/configs/world_point.yaml" --data "$out/world" --out-dir "$out/point" \
+  --set model.sam_checkpoint="$out/tiny_sam/sam.safetensors" --set data.cache_dir="$out/cache_train" \
+  --set run.progress=false
+python3 "$here/results_table.py" --data "$out/world" --split test \
+  --box-prompter "$assets/prompter_box.safetensors" --point-prompter "$out/point/best.safetensors" \
+  --sam-checkpoint "$assets/tiny_sam.safetensors" --out "$here/../docs/results.md" \
+  --model-card "$assets/model_card.json"
