@@ -17,6 +17,18 @@ def test_atomic_write_has_umask_permissions(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
 
 
+def test_safetensors_outputs_get_umask_permissions(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    with atomic_path(path) as tmp:
+        save_file({"a": torch.zeros(2)}, str(tmp))  # safetensors itself writes 0600 files
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
 def test_failure_keeps_old_content_and_leaves_no_temp(tmp_path):
     path = tmp_path / "out.txt"
     atomic_write_text(path, "old")
