@@ -51,6 +51,21 @@ def merge(box_run: dict, point_run: dict) -> dict[str, dict]:
     return {name: rows[name] for name in ROW_ORDER}
 
 
+def pretraining_note(args: argparse.Namespace) -> str:
+    """What the SAM saw in pre-training, from the model card (when given): it explains the point rows."""
+    if not args.model_card or not Path(args.model_card).is_file():
+        return ""
+    pre = json.loads(Path(args.model_card).read_text())["sam"]["pretraining"]
+    cfg = pre["config"]
+    note = (f"The tiny SAM ({pre['steps']} steps x {cfg['images_per_step']} images x {cfg['prompts_per_image']} prompts "
+            f"on the generic-shapes world) was trained with {100 * cfg['point_fraction']:.0f} % point prompts")
+    if cfg["point_fraction"] == 0:
+        note += (": single clicks are outside its training distribution (a CPU-budget choice: with point prompts "
+                 "the from-scratch model stayed on the all-background prior too long), which is what the GT-point "
+                 "row and the point-trained prompter measure")
+    return note + ".\n"
+
+
 def markdown(rows: dict[str, dict], box_run: dict, args: argparse.Namespace, command: str) -> str:
     upper, box = rows[ROW_ORDER[0]]["mIoU"], rows[WPS_BOX]["mIoU"]
     point = rows[WPS_POINT]["mIoU"]
@@ -63,6 +78,7 @@ def markdown(rows: dict[str, dict], box_run: dict, args: argparse.Namespace, com
         summary_markdown(rows),
         f"WPS-SAM(box) vs the GT-box upper bound: {100 * (box - upper):+.2f} mIoU points (dataset protocol); "
         f"vs WPS-SAM(point): {100 * (box - point):+.2f}.\n",
+        pretraining_note(args),
         PROTOCOL_NOTE + "\n",
         f"Regenerate: `{command}`\n",
     ]

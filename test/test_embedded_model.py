@@ -1,0 +1,72 @@
+"""The shipped default model: files, card, the reported metric on a fixed world sample, CLI with no model args."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wps_sam_core.embedded import (
+    EMBEDDED_METADATA, EMBEDDED_PROMPTER, EMBEDDED_SAM_WEIGHTS, embedded_metadata, load_embedded_segmenter,
+)
+from wps_sam_core.io_utils import sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+MARGIN = 0.01  # 1 mIoU point: batch composition and BLAS threads change the last digits of the logits
+MAX_TOTAL_BYTES = 10 * 1000 * 1000
+
+
+@pytest.fixture(scope="module")
+def card() -> dict:
+    assert EMBEDDED_SAM_WEIGHTS.is_file() and EMBEDDED_PROMPTER.is_file() and EMBEDDED_METADATA.is_file()
+    return embedded_metadata()
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    torch.set_num_threads(2)
+    return load_embedded_segmenter(device="cpu")
+
+
+def test_card_describes_the_shipped_files(card):
+    assert card["sam"]["sha256"] == sha256_file(EMBEDDED_SAM_WEIGHTS)
+    assert card["prompter"]["sha256"] == sha256_file(EMBEDDED_PROMPTER)
+    total = EMBEDDED_SAM_WEIGHTS.stat().st_size + EMBEDDED_PROMPTER.stat().st_size
+    assert total == card["sizes_bytes"]["total"] <= MAX_TOTAL_BYTES
+    assert card["prompter"]["supervision"] == "box"
+    rows = card["metrics"]["rows"]
+    assert len(rows) == 4 and all(np.isfinite(r["mIoU"]) and np.isfinite(r["paper_mIoU"]) for r in rows.values())
+
+
+def test_weights_are_float32_in_memory(segmenter):
+    # stored as float16 to halve the package; the loaders copy them into float32 modules
+    assert all(p.dtype == torch.float32 for p in segmenter.model.parameters())
+
+
+def test_reported_metric_holds_on_the_fixed_world_sample(tmp_path, card, segmenter):
+    from wps_sam_core.data.coco import CocoPartDataset
+    from wps_sam_core.data.world import write_world
+    from wps_sam_core.evaluate import evaluate
+
+    check = card["regression_check"]
+    write_world(tmp_path, check["images"], check["world_seed"], 256, check["split"])  # the same images again
+    dataset = CocoPartDataset.from_root(tmp_path, check["split"])
+    result = evaluate(segmenter, dataset, ["gt_boxes", "prompter"], progress=False)
+    measured = {m: result.metrics[m].compute()["mIoU"] for m in ("gt_boxes", "prompter")}
+    for method, reported in check["mIoU"].items():
+        assert measured[method] >= reported - MARGIN, (method, measured[method], reported)
+
+
+def test_predict_cli_uses_the_embedded_model(tmp_path):
+    image = sorted((REPO / "examples").glob("*.png"))[0]
+    proc = subprocess.run([sys.executable, "-m", "wps_sam_core.cli", "predict", str(image), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert sum("using embedded default model" in line for line in proc.stderr.splitlines()) == 1
+    parts = json.loads((tmp_path / f"{image.stem}_parts.json").read_text())
+    assert parts["instances"], "the embedded model found no part in its own example image"
+    assert (tmp_path / f"{image.stem}_overlay.png").is_file()
