@@ -71,3 +71,12 @@ def small_world(tmp_path_factory):
 
 TINY_PROMPTER_YAML = {"num_queries": 8, "hidden_dim": 64, "num_heads": 4, "enc_layers": 1, "dec_layers": 2,
                       "dim_feedforward": 128, "dropout": 0.1}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two OpenMP threads on a shared 2-core box spin-wait 5-15x slower; one measures our code."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,7 +28,6 @@ import yaml
 from wps_sam_core.errors import WpsSamError
 from wps_sam_core.train import STATE_FILE
 from wps_sam_ros import topics
-from wps_sam_ros.conversions import encode_compressed
 from wps_sam_ros.core import PartSegCore, load_segmenter
 from wps_sam_ros.messages import MessageFactory, RosbagsBackend
 
@@ -38,13 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "README.md"  # the catalogue table lives in the README
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two OpenMP threads on a shared 2-core box spin-wait 5-15x slower; one measures our code."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ---- CLI: one forked child per case ----------------------------------------------------------------------
 FORK_RUNNER = r"""

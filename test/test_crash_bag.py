@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 pytest.importorskip("rosbags", reason="rosbags (pip) not installed")
 
@@ -26,12 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 FRAMES = 40
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_camera_bag(path: Path) -> None:

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,13 +30,7 @@ ENCODING_NAMES = sorted(ENCODINGS) + ["32FC1", "16UC1", "yuv422", "", "RGB8"]
 CONTAINERS = [bytes, bytearray, lambda b: np.frombuffer(b, np.uint8), lambda b: array.array("B", b), list]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Two OpenMP threads on a shared 2-core box spin-wait 5-15x slower; one measures our code."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- image messages ----------------------------------------------------------------------------------------

@@ -10,9 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import pytest
-import torch
 
 from wps_sam_core.errors import WpsSamError
 from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings
@@ -24,12 +22,7 @@ from conftest import TEST_CLASSES, make_tiny_model, random_image
 FACTORY = MessageFactory(RosbagsBackend())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

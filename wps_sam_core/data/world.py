@@ -26,7 +26,7 @@ from pycocotools import mask as mask_utils
 from ..errors import WpsSamError
 from ..io_utils import atomic_write_bytes, atomic_write_text
 from . import render
-from .render import Shape, bezier, ellipse, rectangle, rounded_rectangle, shade, stroke
+from .render import Shape, bezier, ellipse, rounded_rectangle, shade, stroke
 
 # The one source of truth for the world's vocabulary: kind -> its part classes (in this order).
 KIND_PARTS: dict[str, tuple[str, ...]] = {
