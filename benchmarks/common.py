@@ -42,3 +42,25 @@ def emit(payload: dict) -> None:
     """The one JSON line a benchmark prints (load at the end is added: the machine is shared)."""
     payload["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(payload, separators=(",", ":")), flush=True)
+
+
+def tiny_model_files(root: Path) -> tuple[Path, Path]:
+    """A seeded tiny SAM + prompter (every query a part) saved as the node's checkpoint files."""
+    from safetensors.torch import save_file
+
+    from wps_sam_core.checkpoint import PrompterCheckpoint, save_prompter_checkpoint
+    from wps_sam_core.model import WPSSAM
+    from wps_sam_core.prompter import PrompterConfig
+    from wps_sam_core.sam import get_sam_config, load_sam
+
+    torch.manual_seed(0)
+    cfg = PrompterConfig(num_classes=3, num_queries=8, hidden_dim=64, num_heads=4, enc_layers=1, dec_layers=2,
+                         dim_feedforward=128, dropout=0.0, prompt_dim=get_sam_config("tiny").prompt_embed_dim)
+    model = WPSSAM.create(load_sam("tiny"), cfg)
+    with torch.no_grad():
+        model.prompter.class_head.bias[-1] = -20.0
+    sam_path = root / "tiny_sam.safetensors"
+    save_file({k: v.contiguous() for k, v in model.sam.state_dict().items()}, str(sam_path))
+    ckpt = PrompterCheckpoint(config=cfg, class_names=["body", "handle", "wheel"], sam_type="tiny", image_size=256,
+                              state_dict=model.prompter.state_dict())
+    return sam_path, save_prompter_checkpoint(root / "prompter.safetensors", ckpt)

@@ -34,30 +34,10 @@ from wps_sam_ros import topics  # noqa: E402
 from wps_sam_ros.dds import LOOPBACK_CONFIG, DdsBackend, dds_qos, dds_topic, idl_type  # noqa: E402
 from wps_sam_ros.messages import MessageFactory  # noqa: E402
 
+from common import tiny_model_files  # noqa: E402  (benchmarks/ is the script's folder)
+
 FAILURE_MARKERS = ("Traceback (most recent call last)", "frame failed", "Exception in thread")
 RSS_LIMIT_PCT = 5.0
-
-
-def tiny_model_files(folder: Path) -> tuple[Path, Path]:
-    """A tiny SAM + prompter with seeded random weights (every query a part), saved as the node loads them."""
-    import torch
-    from safetensors.torch import save_file
-
-    from wps_sam_core.checkpoint import PrompterCheckpoint, save_prompter_checkpoint
-    from wps_sam_core.model import WPSSAM
-    from wps_sam_core.prompter import PrompterConfig
-    from wps_sam_core.sam import get_sam_config, load_sam
-
-    torch.manual_seed(0)
-    cfg = PrompterConfig(num_classes=3, num_queries=8, hidden_dim=64, num_heads=4, enc_layers=1, dec_layers=2,
-                         dim_feedforward=128, dropout=0.0, prompt_dim=get_sam_config("tiny").prompt_embed_dim)
-    model = WPSSAM.create(load_sam("tiny"), cfg)
-    with torch.no_grad():
-        model.prompter.class_head.bias[-1] = -20.0
-    sam_path = folder / "tiny_sam.safetensors"
-    save_file({k: v.contiguous() for k, v in model.sam.state_dict().items()}, str(sam_path))
-    ckpt = PrompterCheckpoint(cfg, ["body", "handle", "wheel"], "tiny", 256, model.prompter.state_dict())
-    return sam_path, save_prompter_checkpoint(folder / "prompter.safetensors", ckpt)
 
 
 class BadFrames:
