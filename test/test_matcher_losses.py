@@ -79,3 +79,37 @@ def test_loss_decreases_and_matched_tokens_approach_teacher():
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert matched_distance() < 0.7 * start_distance
+
+
+def test_box_head_loss_pulls_predicted_boxes_to_the_weak_labels():
+    """prompt_head box: the coordinate L1 + token loss move matched boxes onto the ground-truth boxes."""
+    from dataclasses import replace
+
+    from conftest import tiny_prompter_config
+    from wps_sam_core.model import WPSSAM
+    from wps_sam_core.sam import load_sam
+
+    torch.manual_seed(0)
+    model = WPSSAM.create(load_sam("tiny"), replace(tiny_prompter_config(), prompt_head="box")).train()
+    embeddings = model.encode(torch.randn(2, 3, 256, 256))
+    boxes = [torch.tensor([[10.0, 20, 120, 140], [100, 90, 250, 200]]), torch.tensor([[30.0, 30, 90, 220]])]
+    targets = [{"labels": torch.tensor([0, 2]), "tokens": model.teacher_box_tokens(boxes[0]), "coords": boxes[0] / 256},
+               {"labels": torch.tensor([1]), "tokens": model.teacher_box_tokens(boxes[1]), "coords": boxes[1] / 256}]
+    criterion = WPSCriterion(num_classes=3, cfg=LossConfig())
+    optimizer = torch.optim.AdamW(model.prompter.parameters(), lr=1e-3)
+
+    def matched_box_error() -> float:
+        with torch.no_grad():
+            out = model(embeddings)
+            matches = criterion.matcher(out.logits, out.tokens, targets, out.coords)
+            return float(sum((out.coords[b, q] - t["coords"][j]).abs().mean() for b, ((q, j), t) in enumerate(zip(matches, targets))))
+
+    start = matched_box_error()
+    for _ in range(40):
+        out = model(embeddings)
+        losses = criterion(out.logits, out.tokens, targets, coords=out.coords)
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        optimizer.step()
+    assert "loss_coord" in losses
+    assert matched_box_error() < 0.3 * start

@@ -134,6 +134,7 @@ def test_bad_images_are_rejected_with_a_clear_error(segmenter, image, message):
     ({"max_instances": 0}, "max_instances"),
     ({"mask_threshold": float("nan")}, "mask_threshold"),
     ({"class_filter": ["wing"]}, "unknown classes"),
+    ({"overlap": "largest"}, "overlap must be one of"),
 ])
 def test_invalid_settings_are_rejected_and_change_nothing(segmenter, changes, message):
     before = segmenter.settings
@@ -145,8 +146,22 @@ def test_invalid_settings_are_rejected_and_change_nothing(segmenter, changes, me
 def test_overlaps_resolved_by_score():
     a = np.zeros((10, 10), bool); a[2:8, 2:8] = True
     b = np.zeros((10, 10), bool); b[5:10, 5:10] = True
-    result = assemble(np.stack([a, b]), np.array([1, 2]), np.array([0.4, 0.9]), np.zeros(2), TEST_CLASSES)
+    result = assemble(np.stack([a, b]), np.array([1, 2]), np.array([0.9, 0.4])[::-1].copy(), np.zeros(2), TEST_CLASSES,
+                      overlap="score")
     assert result.labels[6, 6] == 2 and result.labels[3, 3] == 1  # higher score wins the overlap
     assert [i.class_id for i in result.instances] == [2, 1]
     hidden = assemble(np.stack([a, a]), np.array([1, 3]), np.array([0.2, 0.8]), np.zeros(2), TEST_CLASSES)
     assert len(hidden.instances) == 1 and hidden.instances[0].class_id == 3
+
+
+def test_nested_part_stays_visible_on_top_of_a_confident_body():
+    """A window inside a car body: smaller_on_top (the default) keeps it; score lets the body swallow it."""
+    body = np.zeros((12, 12), bool); body[1:11, 1:11] = True
+    window = np.zeros((12, 12), bool); window[3:6, 3:7] = True
+    masks, classes, scores = np.stack([body, window]), np.array([1, 2]), np.array([0.95, 0.6])
+    nested = assemble(masks, classes, scores, np.zeros(2), TEST_CLASSES)
+    assert (nested.labels[window] == 2).all() and (nested.labels[body & ~window] == 1).all()
+    assert [i.class_id for i in nested.instances] == [1, 2]  # instances stay ordered by score
+    assert nested.instances[0].mask.sum() == body.sum() - window.sum()
+    swallowed = assemble(masks, classes, scores, np.zeros(2), TEST_CLASSES, overlap="score")
+    assert (swallowed.labels[body] == 1).all() and len(swallowed.instances) == 1

@@ -53,3 +53,10 @@ def test_epoch_batches_are_deterministic_disjoint_and_equal_per_rank():
     assert len(seen) == len(set(seen)) == 8
     assert epoch_batches(10, 2, epoch=4, seed=1, rank=0, world_size=2, hflip=True) != a
     assert {v for batch in a + b for _, v in batch} <= {"orig", "hflip"}
+
+
+def test_coordinate_head_needs_matching_supervision():
+    cfg = load_train_config(None, ["data.root=/x", "data.supervision=box", "model.prompter.prompt_head=box"]).validate()
+    assert cfg.model.prompter["prompt_head"] == "box"
+    with pytest.raises(WpsSamError, match="prompt_head 'box' .* needs data.supervision: box"):
+        load_train_config(None, ["data.root=/x", "data.supervision=point", "model.prompter.prompt_head=box"]).validate()

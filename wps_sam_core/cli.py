@@ -29,6 +29,7 @@ COMMAND_MODULES = (
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """Model-selection flags shared by every subcommand that runs the model."""
     from .sam import SAM_CONFIGS
+    from .segmenter import OVERLAP_ORDERS
 
     parser.add_argument("--prompter", help="prompter checkpoint (.safetensors); default: the embedded model")
     parser.add_argument("--sam-type", choices=sorted(SAM_CONFIGS), help="SAM type (default: the prompter's)")
@@ -38,13 +39,15 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score-threshold", type=float, default=0.5)
     parser.add_argument("--mask-threshold", type=float, default=0.0)
     parser.add_argument("--max-instances", type=int, default=25)
+    parser.add_argument("--overlap", choices=OVERLAP_ORDERS, default=OVERLAP_ORDERS[0],
+                        help="who keeps overlapping pixels: the smaller mask (nested parts stay visible) or the higher score")
 
 
 def segmenter_from_args(args: argparse.Namespace):
     from .embedded import load_embedded_segmenter
     from .segmenter import PartSegmenter, SegmenterSettings
 
-    settings = SegmenterSettings(args.score_threshold, args.mask_threshold, args.max_instances)
+    settings = SegmenterSettings(args.score_threshold, args.mask_threshold, args.max_instances, overlap=args.overlap)
     if args.prompter:
         seg = PartSegmenter.from_checkpoints(
             args.prompter, args.sam_type, args.sam_checkpoint, args.device, args.precision, settings

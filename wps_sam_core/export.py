@@ -34,10 +34,10 @@ ENCODER_FILE, PROMPTER_FILE, DECODER_FILE, METADATA_FILE = (
 class _PrompterGraph(nn.Module):
     def __init__(self, model: WPSSAM) -> None:
         super().__init__()
-        self.prompter = model.prompter
+        self.model = model  # box/point heads need SAM's prompt encoder to make the tokens
 
     def forward(self, embedding: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.prompter(embedding)
+        out = self.model(embedding)
         return out.logits, out.tokens
 
 

@@ -19,6 +19,10 @@ class LossConfig:
     no_object_weight: float = 0.1  # DETR's eos_coef: most queries are no-object, so down-weight them
     cost_class: float = 10.0
     cost_token: float = 1.0
+    # Prompters with a box/point head only (PrompterConfig.prompt_head): L1 on the coordinates,
+    # normalised to [0, 1] of SAM's input frame, next to the token loss (DETR's box weights).
+    coord_weight: float = 5.0
+    cost_coord: float = 5.0
 
 
 class WPSCriterion(nn.Module):
@@ -26,19 +30,21 @@ class WPSCriterion(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.cfg = cfg
-        self.matcher = HungarianMatcher(cfg.cost_class, cfg.cost_token)
+        self.matcher = HungarianMatcher(cfg.cost_class, cfg.cost_token, cfg.cost_coord)
         weight = torch.ones(num_classes + 1)
         weight[-1] = cfg.no_object_weight
         self.register_buffer("class_weight", weight)
 
     def forward(self, logits: Tensor, tokens: Tensor, targets: list[dict[str, Tensor]],
-                num_targets: float | None = None) -> dict[str, Tensor]:
-        """logits B x Q x (C+1), tokens B x Q x T x D; targets[i] = {"labels": N_i, "tokens": N_i x T x D}.
+                num_targets: float | None = None, coords: Tensor | None = None) -> dict[str, Tensor]:
+        """logits B x Q x (C+1), tokens B x Q x T x D; targets[i] = {"labels": N_i, "tokens": N_i x T x D}
+        (+ "coords": N_i x K normalised teacher coordinates, used with `coords` B x Q x K of a box/point head).
 
         `num_targets` normalises the token loss (pass the all-reduced count under DDP so every
         process weighs instances the same); defaults to this batch's count.
         """
-        matches = self.matcher(logits, tokens, targets)
+        use_coords = coords is not None and all(t.get("coords") is not None for t in targets if len(t["labels"]))
+        matches = self.matcher(logits, tokens, targets, coords if use_coords else None)
         batch_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(matches)]).to(logits.device)
         query_idx = torch.cat([q for q, _ in matches]).to(logits.device)
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.long, device=logits.device)
@@ -55,4 +61,13 @@ class WPSCriterion(nn.Module):
         else:
             loss_token = tokens.sum() * 0.0  # keeps the graph (and DDP's gradient sync) intact
         total = self.cfg.ce_weight * loss_ce + self.cfg.token_weight * loss_token
-        return {"loss": total, "loss_ce": loss_ce.detach(), "loss_token": loss_token.detach()}
+        out = {"loss_ce": loss_ce.detach(), "loss_token": loss_token.detach()}
+        if use_coords:
+            if len(query_idx):
+                teacher_xy = torch.cat([t["coords"][j.to(t["coords"].device)] for t, (_, j) in zip(targets, matches) if len(j)])
+                loss_coord = F.l1_loss(coords[batch_idx, query_idx].float(), teacher_xy.float(), reduction="none").sum() / n
+            else:
+                loss_coord = coords.sum() * 0.0
+            total = total + self.cfg.coord_weight * loss_coord
+            out["loss_coord"] = loss_coord.detach()
+        return {"loss": total, **out}

@@ -8,20 +8,23 @@ from torch import Tensor
 
 
 class HungarianMatcher:
-    """cost = cost_class * (-p(target class)) + cost_token * ||student tokens - teacher tokens||_2.
+    """cost = cost_class * (-p(target class)) + cost_token * ||student tokens - teacher tokens||_2
+    (+ cost_coord * L1 of normalised coordinates, for prompters with a box/point head).
 
     Reference weights: cost_class 10, cost_token 1.
     """
 
-    def __init__(self, cost_class: float = 10.0, cost_token: float = 1.0) -> None:
-        if cost_class == 0 and cost_token == 0:
-            raise ValueError("matcher costs can't both be 0")
+    def __init__(self, cost_class: float = 10.0, cost_token: float = 1.0, cost_coord: float = 0.0) -> None:
+        if cost_class == 0 and cost_token == 0 and cost_coord == 0:
+            raise ValueError("matcher costs can't all be 0")
         self.cost_class = cost_class
         self.cost_token = cost_token
+        self.cost_coord = cost_coord
 
     @torch.no_grad()
-    def cost_matrices(self, logits: Tensor, tokens: Tensor, targets: list[dict[str, Tensor]]) -> list[np.ndarray]:
-        """Per image a Q x N_i cost matrix. targets[i]: {"labels": N_i, "tokens": N_i x T x C}."""
+    def cost_matrices(self, logits: Tensor, tokens: Tensor, targets: list[dict[str, Tensor]],
+                      coords: Tensor | None = None) -> list[np.ndarray]:
+        """Per image a Q x N_i cost matrix. targets[i]: {"labels": N_i, "tokens": N_i x T x C[, "coords": N_i x K]}."""
         probs = logits.float().softmax(-1)
         out = []
         for b, target in enumerate(targets):
@@ -31,13 +34,17 @@ class HungarianMatcher:
                 continue
             cost_class = -probs[b][:, labels]
             cost_token = torch.cdist(tokens[b].flatten(1).float(), teacher.flatten(1).float(), p=2)
-            out.append((self.cost_class * cost_class + self.cost_token * cost_token).cpu().double().numpy())
+            cost = self.cost_class * cost_class + self.cost_token * cost_token
+            if self.cost_coord and coords is not None and target.get("coords") is not None:
+                cost = cost + self.cost_coord * torch.cdist(coords[b].float(), target["coords"].float(), p=1)
+            out.append(cost.cpu().double().numpy())
         return out
 
-    def __call__(self, logits: Tensor, tokens: Tensor, targets: list[dict[str, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+    def __call__(self, logits: Tensor, tokens: Tensor, targets: list[dict[str, Tensor]],
+                 coords: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
         """Returns per image (query indices, target indices), each of length min(Q, N_i)."""
         matches = []
-        for cost in self.cost_matrices(logits, tokens, targets):
+        for cost in self.cost_matrices(logits, tokens, targets, coords):
             rows, cols = linear_sum_assignment(cost)
             matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
         return matches

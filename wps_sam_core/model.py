@@ -41,7 +41,21 @@ class WPSSAM(nn.Module):
         return self.sam.image_encoder(images)
 
     def forward(self, embeddings: Tensor) -> PrompterOutput:
-        return self.prompter(embeddings)
+        return self.with_tokens(self.prompter(embeddings))
+
+    def with_tokens(self, out: PrompterOutput) -> PrompterOutput:
+        """Box/point heads: SAM's prompt encoder turns the predicted coordinates into the 2 tokens
+        (differentiable in the coordinates; SAM's weights stay frozen). Token heads pass through."""
+        if out.coords is None:
+            return out
+        b, q, k = out.coords.shape
+        pixels = out.coords.reshape(b * q, k) * self.image_size  # SAM's input frame
+        if k == 4:
+            tokens = self.sam.prompt_encoder._embed_boxes(pixels)
+        else:  # a positive click + SAM's padding point, exactly as the prompt encoder builds a lone point
+            labels = torch.ones(b * q, 1, dtype=torch.int, device=pixels.device)
+            tokens = self.sam.prompt_encoder._embed_points(pixels[:, None, :], labels, pad=True)
+        return out._replace(tokens=tokens.view(b, q, *tokens.shape[1:]))
 
     @torch.no_grad()
     def teacher_box_tokens(self, boxes: Tensor) -> Tensor:

@@ -39,7 +39,7 @@ from segment_anything.modeling import Sam
 
 from .data.shapes_world import render_shapes
 from .io_utils import atomic_path, atomic_write_text
-from .sam import build_sam, get_sam_config
+from .sam import build_sam, get_sam_config, load_sam
 from .train import lr_factor
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ BOX, POINT = 0, 1
 @dataclass(frozen=True)
 class PretrainConfig:
     sam_type: str = "tiny"
+    init_weights: str = ""     # start from these SAM weights (a later stage of a curriculum); "" = random init
     seed: int = 0              # model init and prompt sampling
     shapes_seed: int = 0       # the shapes world's seed (image i of the run = render_shapes(shapes_seed, i))
     steps: int = 3000          # length of the lr schedule
@@ -251,7 +252,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> dic
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     size = get_sam_config(cfg.sam_type).image_size
-    sam = build_sam(cfg.sam_type)
+    sam = load_sam(cfg.sam_type, cfg.init_weights).requires_grad_(True) if cfg.init_weights else build_sam(cfg.sam_type)
     sam.train()
     groups = []
     for module, lr in ((sam.image_encoder, cfg.lr * cfg.encoder_lr_scale), (sam.prompt_encoder, cfg.lr), (sam.mask_decoder, cfg.lr)):

@@ -24,6 +24,10 @@ from .preprocess import ImageGeometry, SamTransform, normalize_and_pad, to_rgb_u
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Where part masks overlap, which one keeps the pixel. Parts nest (a window inside a car body, a cap
+# on a bottle): painting smaller masks over larger ones keeps the nested part visible, whereas
+# "score" lets a confident body mask swallow its windows. Ties fall back to the score.
+OVERLAP_ORDERS = ("smaller_on_top", "score")
 
 
 @dataclass(frozen=True)
@@ -34,12 +38,15 @@ class SegmenterSettings:
     mask_threshold: float = 0.0
     max_instances: int = 25
     class_filter: tuple[str, ...] = ()  # class names to keep; empty = all
+    overlap: str = OVERLAP_ORDERS[0]  # see OVERLAP_ORDERS
 
     def validated(self, class_names: Sequence[str]) -> "SegmenterSettings":
         for name, kind in (("score_threshold", Real), ("mask_threshold", Real), ("max_instances", Integral)):
             value = getattr(self, name)  # a str, bool or 2.5 would otherwise fail far away, mid-frame
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise WpsSamError(f"{name} must be {'an integer' if kind is Integral else 'a number'}, got {value!r}")
+        if self.overlap not in OVERLAP_ORDERS:
+            raise WpsSamError(f"overlap must be one of {list(OVERLAP_ORDERS)}, got {self.overlap!r}")
         if not all(isinstance(n, str) for n in self.class_filter):
             raise WpsSamError(f"class_filter must be class names, got {self.class_filter!r}")
         if not 0.0 <= self.score_threshold <= 1.0:
@@ -103,13 +110,20 @@ def label_dtype(num_classes: int) -> np.dtype:
 
 
 def assemble(
-    masks: np.ndarray, class_ids: np.ndarray, scores: np.ndarray, ious: np.ndarray, class_names: list[str]
+    masks: np.ndarray, class_ids: np.ndarray, scores: np.ndarray, ious: np.ndarray, class_names: list[str],
+    overlap: str = OVERLAP_ORDERS[0],
 ) -> PartSegmentation:
-    """K x H x W boolean masks -> label map, instance map, instances; higher scores win overlaps."""
+    """K x H x W boolean masks -> label map, instance map, instances (ordered by descending score);
+    overlaps go to the smaller mask (overlap "smaller_on_top") or the higher score ("score")."""
     k, h, w = masks.shape
     order = np.argsort(-scores, kind="stable")
+    if overlap == "smaller_on_top":
+        areas = masks.reshape(k, h * w).sum(1)
+        paint = np.lexsort((scores, -areas))  # largest first; among equal areas the lower score first
+    else:
+        paint = order[::-1]  # lowest score first, so the highest score ends on top
     owner = np.full((h, w), -1, dtype=np.int32)
-    for rank in order[::-1]:  # paint lowest score first, so the highest score ends on top
+    for rank in paint:
         owner[masks[rank]] = rank
     labels = np.zeros((h, w), dtype=label_dtype(len(class_names)))
     instance_ids = np.zeros((h, w), dtype=np.uint16)
@@ -224,7 +238,7 @@ class PartSegmenter:
         """The prompter half of the pipeline, on embeddings from `embed` (or a cache)."""
         settings = self._settings  # one snapshot for the whole batch
         with self._autocast():
-            out = self.model.prompter(embeddings)
+            out = self.model(embeddings)
         image_index, query_index, class_ids, scores = self._select(out.logits.float(), settings)
         tokens = out.tokens[image_index, query_index]
         return self.decode_prompts(embeddings, geometries, image_index, tokens, class_ids, scores, settings)
@@ -279,4 +293,4 @@ class PartSegmenter:
         masks = (masks[:, 0] > settings.mask_threshold).cpu().numpy()
         sel_dev = sel.to(low_res.device)
         return assemble(masks, class_ids.cpu()[sel].numpy(), scores[sel_dev].cpu().numpy(),
-                        ious[sel_dev].cpu().numpy(), self.class_names)
+                        ious[sel_dev].cpu().numpy(), self.class_names, settings.overlap)

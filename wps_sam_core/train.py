@@ -55,9 +55,13 @@ def teacher_targets(model: WPSSAM, batch: dict, device: torch.device) -> list[di
             parts.append(point_tokens[p0: p0 + len(pc)]); labels.append(pc)
         b0, p0 = b0 + len(bc), p0 + len(pc)
         dim = model.sam.prompt_encoder.embed_dim
+        # normalised coordinates for box/point heads, when the image's labels are all of one kind
+        coords = (boxes[b0 - len(bc): b0] if len(bc) and not len(pc) else
+                  points[p0 - len(pc): p0] if len(pc) and not len(bc) else None)
         targets.append({
             "labels": torch.cat(labels).to(device) if labels else torch.zeros(0, dtype=torch.long, device=device),
             "tokens": torch.cat(parts) if parts else torch.zeros(0, 2, dim, device=device),
+            "coords": None if coords is None else coords / model.image_size,
         })
     return targets
 
@@ -182,8 +186,8 @@ class Trainer:
         targets = teacher_targets(self.model, batch, fabric.device)
         count = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=fabric.device)
         num_targets = float(fabric.all_reduce(count, reduce_op="mean")) if fabric.world_size > 1 else float(count)
-        out = self.prompter(embeddings)
-        losses = self.criterion(out.logits, out.tokens, targets, num_targets=max(num_targets, 1.0))
+        out = self.model.with_tokens(self.prompter(embeddings))
+        losses = self.criterion(out.logits, out.tokens, targets, num_targets=max(num_targets, 1.0), coords=out.coords)
         fabric.backward(losses["loss"])
         if self.cfg.optim.grad_clip > 0:
             fabric.clip_gradients(self.prompter, self.optimizer, max_norm=self.cfg.optim.grad_clip)

@@ -93,6 +93,10 @@ class TrainConfig:
                 raise WpsSamError(f"{name} must be > 0, got {value}")
         if self.optim.epochs <= 0 and self.optim.max_steps <= 0:
             raise WpsSamError("set optim.epochs or optim.max_steps > 0")
+        head = self.model.prompter.get("prompt_head", "tokens")
+        if head != "tokens" and head != self.data.supervision:
+            raise WpsSamError(f"model.prompter.prompt_head {head!r} regresses {head} coordinates, so it needs "
+                              f"data.supervision: {head} (got {self.data.supervision!r}); use prompt_head: tokens")
         return self
 
 

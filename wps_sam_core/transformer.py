@@ -64,14 +64,18 @@ class DetrTransformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src: Tensor, pos: Tensor, query_embed: Tensor) -> Tensor:
-        """src, pos: B x C x H x W; query_embed: Q x C. Returns B x Q x C decoder output."""
+    def forward(self, src: Tensor, pos: Tensor, query_embed: Tensor | None) -> Tensor:
+        """src, pos: B x C x H x W; query_embed: Q x C learned queries, or None for one query per grid
+        cell (content = the cell's encoder output, position = its sine embedding). Returns B x Q x C."""
         memory = src.flatten(2).transpose(1, 2)
         pos = pos.flatten(2).transpose(1, 2)
         for layer in self.encoder_layers:
             memory = layer(memory, pos)
-        query_pos = query_embed.unsqueeze(0).expand(src.shape[0], -1, -1)
-        tgt = torch.zeros_like(query_pos)
+        if query_embed is None:
+            query_pos, tgt = pos, memory
+        else:
+            query_pos = query_embed.unsqueeze(0).expand(src.shape[0], -1, -1)
+            tgt = torch.zeros_like(query_pos)
         for layer in self.decoder_layers:
             tgt = layer(tgt, memory, pos, query_pos)
         return self.decoder_norm(tgt)

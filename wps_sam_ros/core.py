@@ -29,7 +29,7 @@ from .messages import OK, WARN, MessageFactory
 
 log = logging.getLogger(__name__)
 _CUDA_INDEX = re.compile(r"^cuda:\d+$")
-_SETTINGS_PARAMETERS = ("score_threshold", "mask_threshold", "max_instances", "class_filter")
+_SETTINGS_PARAMETERS = ("score_threshold", "mask_threshold", "max_instances", "class_filter", "overlap")
 
 
 # ---- building the segmenter from node parameters -------------------------------------------------
@@ -37,6 +37,7 @@ def settings_from_parameters(params: dict[str, Any]) -> SegmenterSettings:
     return SegmenterSettings(
         score_threshold=float(params["score_threshold"]), mask_threshold=float(params["mask_threshold"]),
         max_instances=int(params["max_instances"]), class_filter=topics.parse_class_filter(params["class_filter"]),
+        overlap=str(params["overlap"]),
     )
 
 

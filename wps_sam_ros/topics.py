@@ -73,6 +73,7 @@ COMPRESSED_SUFFIX = "/compressed"  # image_transport's convention: <image_topic>
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 PRECISION_CHOICES = ("fp32", "bf16", "fp16")
+OVERLAP_CHOICES = ("smaller_on_top", "score")  # = wps_sam_core.segmenter.OVERLAP_ORDERS (torch-free copy; tested)
 IMAGE_TRANSPORT_CHOICES = ("raw", "compressed")
 
 
@@ -101,6 +102,8 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "mask_threshold": ParameterSpec(0.0, "SAM mask logit threshold", runtime=True),
     "max_instances": ParameterSpec(25, "at most this many parts per frame [1, 65535]", runtime=True),
     "class_filter": ParameterSpec("", "comma-separated class names to keep; empty = all classes", runtime=True),
+    "overlap": ParameterSpec(OVERLAP_CHOICES[0], "who keeps overlapping pixels: smaller_on_top (nested parts stay "
+                             "visible) or score", runtime=True, choices=OVERLAP_CHOICES),
     "publish_overlay": ParameterSpec(True, "publish parts/overlay (only built while someone subscribes)", runtime=True),
     "diagnostics_period": ParameterSpec(1.0, "seconds between /diagnostics messages"),
 }
