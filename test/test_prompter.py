@@ -99,3 +99,17 @@ def test_grid_queries_start_at_their_cells(embedding_size, neck_stride, grid):
         assert torch.allclose(centres[1, grid + 2], torch.tensor([2.5 * cell, 1.5 * cell]), atol=1e-6)
         if head == "box":
             assert torch.allclose(out.coords[..., 2:] - out.coords[..., :2], torch.full((2, grid * grid, 2), 0.5))
+
+
+def test_all_layers_gives_one_output_per_decoder_layer_and_the_last_is_the_prediction():
+    """DETR's auxiliary losses supervise every decoder layer; inference uses the last one only."""
+    cfg = PrompterConfig(num_classes=3, hidden_dim=32, num_heads=2, enc_layers=1, dec_layers=3, dim_feedforward=32,
+                         prompt_dim=16, queries="grid", prompt_head="box", dropout=0.0)
+    prompter = Prompter(cfg, 16).eval()
+    x = torch.randn(2, 16, 16, 16)
+    layers = prompter(x, all_layers=True)
+    assert len(layers) == 3
+    final = prompter(x)
+    torch.testing.assert_close(layers[-1].logits, final.logits)
+    torch.testing.assert_close(layers[-1].coords, final.coords)
+    assert not torch.allclose(layers[0].coords, final.coords)

@@ -23,6 +23,7 @@ class LossConfig:
     # normalised to [0, 1] of SAM's input frame, next to the token loss (DETR's box weights).
     coord_weight: float = 5.0
     cost_coord: float = 5.0
+    aux_loss: bool = True  # DETR's auxiliary losses: every decoder layer is matched and supervised
 
 
 class WPSCriterion(nn.Module):

@@ -142,7 +142,8 @@ class Prompter(nn.Module):
         xs = (torch.arange(w, device=like.device, dtype=torch.float32) + 0.5) / w
         return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2).to(like.dtype)
 
-    def forward(self, image_embeddings: Tensor) -> PrompterOutput:
+    def forward(self, image_embeddings: Tensor, all_layers: bool = False) -> PrompterOutput | list[PrompterOutput]:
+        """One PrompterOutput; with `all_layers`, one per decoder layer (the last is the prediction)."""
         if image_embeddings.shape[1] != self.cfg.prompt_dim:
             raise WpsSamError(
                 f"image embedding has {image_embeddings.shape[1]} channels, prompter expects {self.cfg.prompt_dim}"
@@ -150,7 +151,14 @@ class Prompter(nn.Module):
         feats = self.neck(image_embeddings)
         b, _, h, w = feats.shape
         pos = sine_position_embedding(b, self.cfg.hidden_dim, h, w, feats.device, feats.dtype)
-        hs = self.transformer(feats, pos, self.query_embed.weight if self.query_embed is not None else None)
+        hs = self.transformer(feats, pos, self.query_embed.weight if self.query_embed is not None else None, all_layers)
+        if all_layers:
+            return [self._heads(layer_hs, h, w) for layer_hs in hs]
+        return self._heads(hs, h, w)
+
+    def _heads(self, hs: Tensor, h: int, w: int) -> PrompterOutput:
+        """B x Q x hidden decoder output -> class logits and the prompt (tokens or coordinates)."""
+        b = hs.shape[0]
         logits = self.class_head(hs)
         raw = self.prompt_head(hs)
         q = hs.shape[1]

@@ -186,8 +186,14 @@ class Trainer:
         targets = teacher_targets(self.model, batch, fabric.device)
         count = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=fabric.device)
         num_targets = float(fabric.all_reduce(count, reduce_op="mean")) if fabric.world_size > 1 else float(count)
-        out = self.model.with_tokens(self.prompter(embeddings))
-        losses = self.criterion(out.logits, out.tokens, targets, num_targets=max(num_targets, 1.0), coords=out.coords)
+        outs = self.prompter(embeddings, all_layers=self.cfg.loss.aux_loss)
+        losses: dict[str, torch.Tensor] = {}
+        for out in outs if isinstance(outs, list) else [outs]:
+            out = self.model.with_tokens(out)
+            layer_losses = self.criterion(out.logits, out.tokens, targets, num_targets=max(num_targets, 1.0),
+                                          coords=out.coords)
+            total = losses.get("loss", 0) + layer_losses["loss"]
+            losses = {**layer_losses, "loss": total}  # components logged for the last layer; loss sums all
         fabric.backward(losses["loss"])
         if self.cfg.optim.grad_clip > 0:
             fabric.clip_gradients(self.prompter, self.optimizer, max_norm=self.cfg.optim.grad_clip)

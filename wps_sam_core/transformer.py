@@ -64,9 +64,10 @@ class DetrTransformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src: Tensor, pos: Tensor, query_embed: Tensor | None) -> Tensor:
+    def forward(self, src: Tensor, pos: Tensor, query_embed: Tensor | None, all_layers: bool = False) -> Tensor:
         """src, pos: B x C x H x W; query_embed: Q x C learned queries, or None for one query per grid
-        cell (content = the cell's encoder output, position = its sine embedding). Returns B x Q x C."""
+        cell (content = the cell's encoder output, position = its sine embedding). Returns B x Q x C,
+        or L x B x Q x C with `all_layers` (every decoder layer's output, for DETR's auxiliary losses)."""
         memory = src.flatten(2).transpose(1, 2)
         pos = pos.flatten(2).transpose(1, 2)
         for layer in self.encoder_layers:
@@ -76,9 +77,12 @@ class DetrTransformer(nn.Module):
         else:
             query_pos = query_embed.unsqueeze(0).expand(src.shape[0], -1, -1)
             tgt = torch.zeros_like(query_pos)
+        outputs = []
         for layer in self.decoder_layers:
             tgt = layer(tgt, memory, pos, query_pos)
-        return self.decoder_norm(tgt)
+            if all_layers:
+                outputs.append(self.decoder_norm(tgt))
+        return torch.stack(outputs) if all_layers else self.decoder_norm(tgt)
 
 
 def sine_position_embedding(batch: int, d_model: int, h: int, w: int, device, dtype) -> Tensor:
