@@ -58,5 +58,8 @@ def test_epoch_batches_are_deterministic_disjoint_and_equal_per_rank():
 def test_coordinate_head_needs_matching_supervision():
     cfg = load_train_config(None, ["data.root=/x", "data.supervision=box", "model.prompter.prompt_head=box"]).validate()
     assert cfg.model.prompter["prompt_head"] == "box"
-    with pytest.raises(WpsSamError, match="prompt_head 'box' .* needs data.supervision: box"):
-        load_train_config(None, ["data.root=/x", "data.supervision=point", "model.prompter.prompt_head=box"]).validate()
+    load_train_config(None, ["data.root=/x", "data.supervision=point_interior", "model.prompter.prompt_head=point"]).validate()
+    with pytest.raises(WpsSamError, match="prompt_head 'box' .* needs box supervision"):
+        load_train_config(None, ["data.root=/x", "data.supervision=point_center", "model.prompter.prompt_head=box"]).validate()
+    with pytest.raises(WpsSamError, match="prompt_head 'point' .* mixed"):
+        load_train_config(None, ["data.root=/x", "data.supervision=mixed", "model.prompter.prompt_head=point"]).validate()

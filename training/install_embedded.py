@@ -24,6 +24,7 @@ from wps_sam_core.sam import get_sam_config, read_state_dict
 from wps_sam_core.sam_pretrain import save_sam_weights_state
 
 STORAGE_DTYPE = torch.float16
+PRETRAIN_STAGES = ("tiny_sam", "tiny_sam_stage2")  # folders of training/reproduce_embedded.sh, in order
 
 
 def half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     sam_out, prompter_out, card_out = (assets / EMBEDDED_SAM_WEIGHTS.name, assets / EMBEDDED_PROMPTER.name,
                                        assets / EMBEDDED_METADATA.name)
 
-    pretrain = json.loads((run / "tiny_sam" / "summary.json").read_text())
-    save_sam_weights_state(half(read_state_dict(run / "tiny_sam" / "sam.safetensors")), sam_out,
+    stages = [json.loads((run / name / "summary.json").read_text()) for name in PRETRAIN_STAGES]
+    save_sam_weights_state(half(read_state_dict(run / PRETRAIN_STAGES[-1] / "sam.safetensors")), sam_out,
                            {"sam_type": EMBEDDED_SAM_TYPE, "storage": "float16"})
     ckpt = load_prompter_checkpoint(run / args.prompter)
     ckpt.state_dict = half(ckpt.state_dict)
@@ -67,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
                 "file": sam_out.name, "sha256": sha256_file(sam_out), "storage": "float16",
                 "pretraining": {"data": "generic-shapes world (wps_sam_core/data/shapes_world.py), rendered on the fly; "
                                         "class-agnostic, never the part world's classes",
-                                "config": pretrain["config"], "steps": pretrain["steps"],
-                                "images_seen": pretrain["steps"] * pretrain["config"]["images_per_step"],
-                                "wall_seconds": pretrain["seconds"], "cpu_seconds": pretrain.get("cpu_seconds"),
-                                "final_log": pretrain["final"]}},
+                                "stages": [{"folder": name, "config": st["config"], "steps": st["steps"],
+                                            "images_seen": st["steps"] * st["config"]["images_per_step"],
+                                            "wall_seconds": st["seconds"], "cpu_seconds": st.get("cpu_seconds"),
+                                            "final_log": st["final"]} for name, st in zip(PRETRAIN_STAGES, stages)],
+                                "wall_seconds": round(sum(st["seconds"] for st in stages), 1)}},
         "prompter": {"file": prompter_out.name, "sha256": sha256_file(prompter_out), "storage": "float16",
                      "config": ckpt.config.to_dict(), "class_names": ckpt.class_names, "supervision": "box",
                      "checkpoint": args.prompter, "step": ckpt.info.get("step"),
@@ -78,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                      "train_config": ckpt.info.get("train_config"), "wall_seconds": train_summary.get("seconds"),
                      "data": {"train": world_info(run, "train"), "val": world_info(run, "val")}},
         "sizes_bytes": {**sizes, "total": sum(sizes.values())},
-        "metrics": old.get("metrics", {}),
+        # metrics of the previous model would be wrong for this one: training/results_table.py fills them
+        "metrics": old.get("metrics", {}) if old.get("prompter", {}).get("sha256") == sha256_file(prompter_out) else {},
     }
     atomic_write_text(card_out, json.dumps(card, indent=2) + "\n")
     print(json.dumps({"installed": [str(sam_out), str(prompter_out), str(card_out)], "sizes_bytes": card["sizes_bytes"]}))

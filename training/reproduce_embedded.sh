@@ -3,9 +3,12 @@
 #
 #   training/reproduce_embedded.sh [OUT=runs/embedded]
 #
-# 1. pre-train the tiny SAM class-agnostically on the generic-shapes world (rendered on the fly; box
-#    prompts; the recipe = PretrainConfig's defaults, spelled out below); skipped when
-#    OUT/tiny_sam/summary.json exists;
+# 1. pre-train the tiny SAM class-agnostically on the generic-shapes world (rendered on the fly), in two
+#    stages: (a) box prompts only from random init (the recipe = PretrainConfig's defaults, spelled out
+#    below; from scratch, point prompts kept it on the all-background prior too long), then (b) from
+#    (a)'s weights on new scenes (shapes seed 1) with 30 % single-click prompts (SAM's multimask
+#    training for clicks), so clicks are inside what the model learnt; each stage is skipped when its
+#    summary.json exists. The SAM used from here on is OUT/tiny_sam_stage2/sam.safetensors;
 # 2. render the part world: train (seed 1, 2000 images), val (seed 2, 100), held-out test (seed 3, 100);
 #    examples/ = the first 4 test images;
 # 3. cache the tiny SAM's embeddings of the train split (+ horizontal flips);
@@ -26,15 +29,22 @@ if [ ! -f "$out/tiny_sam/summary.json" ]; then
     --set loss_size=64 --set lr=5e-4 --set encoder_lr_scale=1.0 --set warmup_steps=100 --set point_fraction=0.0 \
     --set focal_alpha=0.25 --set seed=0 --set shapes_seed=0
 fi
+if [ ! -f "$out/tiny_sam_stage2/summary.json" ]; then
+  python3 "$here/pretrain_tiny_sam.py" --out "$out/tiny_sam_stage2" --no-progress --set num_threads="$OMP_NUM_THREADS" \
+    --set init_weights="$out/tiny_sam/sam.safetensors" --set steps=2400 --set stop_after="${STAGE2_STOP_AFTER:-2400}" \
+    --set images_per_step=4 --set prompts_per_image=12 --set loss_size=64 --set lr=3e-4 --set warmup_steps=50 \
+    --set point_fraction=0.3 --set seed=1 --set shapes_seed=1
+fi
+sam="$out/tiny_sam_stage2/sam.safetensors"
 for spec in "train 2000 1" "val 100 2" "test 100 3"; do
   set -- $spec
   [ -f "$out/world/annotations/$1/$1.json" ] || wps-sam world --out "$out/world" --split "$1" --n "$2" --seed "$3"
 done
 mkdir -p "$repo/examples"
 for i in 0 1 2 3; do cp "$out/world/images/test/00000$i.png" "$repo/examples/world_test_00000$i.png"; done
-wps-sam cache --data "$out/world" --split train --sam-type tiny --sam-checkpoint "$out/tiny_sam/sam.safetensors" \
+wps-sam cache --data "$out/world" --split train --sam-type tiny --sam-checkpoint "$sam" \
   --out "$out/cache_train" --hflip --device cpu --batch-size 16
 wps-sam train --config "$here/configs/world_box.yaml" --data "$out/world" --out-dir "$out/box" \
-  --set model.sam_checkpoint="$out/tiny_sam/sam.safetensors" --set data.cache_dir="$out/cache_train" \
+  --set model.sam_checkpoint="$sam" --set data.cache_dir="$out/cache_train" \
   --set run.progress=false
 python3 "$here/install_embedded.py" --run "$out"

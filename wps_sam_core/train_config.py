@@ -94,9 +94,11 @@ class TrainConfig:
         if self.optim.epochs <= 0 and self.optim.max_steps <= 0:
             raise WpsSamError("set optim.epochs or optim.max_steps > 0")
         head = self.model.prompter.get("prompt_head", "tokens")
-        if head != "tokens" and head != self.data.supervision:
+        kind = self.data.supervision.split("_")[0]  # box | point (point_center, point_interior) | mixed
+        if head != "tokens" and head != kind:
             raise WpsSamError(f"model.prompter.prompt_head {head!r} regresses {head} coordinates, so it needs "
-                              f"data.supervision: {head} (got {self.data.supervision!r}); use prompt_head: tokens")
+                              f"{head} supervision (got data.supervision: {self.data.supervision!r}); "
+                              f"use prompt_head: tokens for mixed labels")
         return self
 
 
