@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .matcher import HungarianMatcher
+from .matcher import HungarianMatcher, generalized_box_iou
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class LossConfig:
     # normalised to [0, 1] of SAM's input frame, next to the token loss (DETR's box weights).
     coord_weight: float = 5.0
     cost_coord: float = 5.0
+    giou_weight: float = 2.0  # box heads: generalised IoU, scale-free where L1 favours large parts (DETR: 2 / 2)
+    cost_giou: float = 2.0
     aux_loss: bool = True  # DETR's auxiliary losses: every decoder layer is matched and supervised
 
 
@@ -31,7 +33,7 @@ class WPSCriterion(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.cfg = cfg
-        self.matcher = HungarianMatcher(cfg.cost_class, cfg.cost_token, cfg.cost_coord)
+        self.matcher = HungarianMatcher(cfg.cost_class, cfg.cost_token, cfg.cost_coord, cfg.cost_giou)
         weight = torch.ones(num_classes + 1)
         weight[-1] = cfg.no_object_weight
         self.register_buffer("class_weight", weight)
@@ -66,9 +68,13 @@ class WPSCriterion(nn.Module):
         if use_coords:
             if len(query_idx):
                 teacher_xy = torch.cat([t["coords"][j.to(t["coords"].device)] for t, (_, j) in zip(targets, matches) if len(j)])
-                loss_coord = F.l1_loss(coords[batch_idx, query_idx].float(), teacher_xy.float(), reduction="none").sum() / n
+                student_xy = coords[batch_idx, query_idx].float()
+                loss_coord = F.l1_loss(student_xy, teacher_xy.float(), reduction="none").sum() / n
+                loss_giou = ((1 - generalized_box_iou(student_xy, teacher_xy.float()).diagonal()).sum() / n
+                             if coords.shape[-1] == 4 else coords.sum() * 0.0)
             else:
-                loss_coord = coords.sum() * 0.0
-            total = total + self.cfg.coord_weight * loss_coord
+                loss_coord = loss_giou = coords.sum() * 0.0
+            total = total + self.cfg.coord_weight * loss_coord + self.cfg.giou_weight * loss_giou
             out["loss_coord"] = loss_coord.detach()
+            out["loss_giou"] = loss_giou.detach()
         return {"loss": total, **out}

@@ -5,21 +5,24 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+from torchvision.ops import generalized_box_iou  # pairwise GIoU of xyxy boxes, DETR's definition
 
 
 class HungarianMatcher:
     """cost = cost_class * (-p(target class)) + cost_token * ||student tokens - teacher tokens||_2
-    (+ cost_coord * L1 of normalised coordinates, for prompters with a box/point head).
+    (+ cost_coord * L1 of normalised coordinates - cost_giou * GIoU, for prompters with a box/point head).
 
     Reference weights: cost_class 10, cost_token 1.
     """
 
-    def __init__(self, cost_class: float = 10.0, cost_token: float = 1.0, cost_coord: float = 0.0) -> None:
-        if cost_class == 0 and cost_token == 0 and cost_coord == 0:
+    def __init__(self, cost_class: float = 10.0, cost_token: float = 1.0, cost_coord: float = 0.0,
+                 cost_giou: float = 0.0) -> None:
+        if cost_class == 0 and cost_token == 0 and cost_coord == 0 and cost_giou == 0:
             raise ValueError("matcher costs can't all be 0")
         self.cost_class = cost_class
         self.cost_token = cost_token
         self.cost_coord = cost_coord
+        self.cost_giou = cost_giou
 
     @torch.no_grad()
     def cost_matrices(self, logits: Tensor, tokens: Tensor, targets: list[dict[str, Tensor]],
@@ -37,6 +40,8 @@ class HungarianMatcher:
             cost = self.cost_class * cost_class + self.cost_token * cost_token
             if self.cost_coord and coords is not None and target.get("coords") is not None:
                 cost = cost + self.cost_coord * torch.cdist(coords[b].float(), target["coords"].float(), p=1)
+                if self.cost_giou and coords.shape[-1] == 4:
+                    cost = cost - self.cost_giou * generalized_box_iou(coords[b].float(), target["coords"].float())
             out.append(cost.cpu().double().numpy())
         return out
 
