@@ -89,9 +89,9 @@ def main() -> None:
             for _ in range(args.repeats):
                 preprocess_s.append(timed(preprocess))
                 overhead_s[k].append(timed(lambda: seg.segment_embeddings(embedding, geometries)))
-            with torch.inference_mode():  # breakdown: prompter and the one decoder call
-                out = model.prompter(embedding)
-                prompter_s.append(timed(lambda: model.prompter(embedding)))
+            with torch.inference_mode():  # breakdown: prompter (+ SAM's prompt encoder for box/point heads), one decoder call
+                out = model(embedding)
+                prompter_s.append(timed(lambda: model(embedding)))
                 image_index, query_index, _, _ = seg._select(out.logits, seg.settings)
                 kept_seen[k] = int(len(image_index))
                 tokens = out.tokens[image_index, query_index]

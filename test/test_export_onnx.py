@@ -53,7 +53,7 @@ def test_encoder_and_prompter_match_pytorch(exported, segmenter, batch):
     x = normalize_and_pad(model.sam, [segmenter.transform.resize_image(im)[0] for im in images])
     with torch.no_grad():
         embedding = model.sam.image_encoder(x)
-        out = model.prompter(embedding)
+        out = model(embedding)
     (onnx_embedding,) = sessions["image_encoder"].run(None, {"image": x.numpy()})
     np.testing.assert_allclose(onnx_embedding, embedding.numpy(), atol=1e-4)
     logits, tokens = sessions["prompter"].run(None, {"embedding": embedding.numpy()})
@@ -112,3 +112,26 @@ def test_export_into_a_file_path_is_a_one_line_error(tmp_path, tiny_files, capsy
     code = main(["export", "--onnx", str(target), "--prompter", str(prompter_path), "--sam-checkpoint", str(sam_path)])
     err = capsys.readouterr().err
     assert code == 2 and "not_a_dir" in err and "not a folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_grid_box_head_exports_with_sams_prompt_encoding(tmp_path):
+    """The embedded default's prompter kind (grid queries, box head): the ONNX prompter graph includes SAM's
+    prompt encoding of the predicted boxes, so its tokens equal PyTorch's."""
+    from dataclasses import replace
+
+    from conftest import tiny_prompter_config
+    from wps_sam_core.export import export_onnx
+    from wps_sam_core.model import WPSSAM
+    from wps_sam_core.sam import load_sam
+
+    torch.manual_seed(5)
+    model = WPSSAM.create(load_sam("tiny"), replace(tiny_prompter_config(), queries="grid", prompt_head="box")).eval()
+    exported = export_onnx(model, TEST_CLASSES, tmp_path / "grid", include_encoder=False)
+    session = ort.InferenceSession(str(exported.files["prompter"]), providers=["CPUExecutionProvider"])
+    embedding = torch.randn(2, 128, 16, 16)
+    logits, tokens = session.run(None, {"embedding": embedding.numpy()})
+    with torch.no_grad():
+        out = model(embedding)
+    assert tokens.shape == (2, model.prompter.num_queries, 2, 128)
+    np.testing.assert_allclose(logits, out.logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(tokens, out.tokens.numpy(), atol=1e-4)

@@ -56,13 +56,15 @@ def pretraining_note(args: argparse.Namespace) -> str:
     if not args.model_card or not Path(args.model_card).is_file():
         return ""
     pre = json.loads(Path(args.model_card).read_text())["sam"]["pretraining"]
-    cfg = pre["config"]
-    note = (f"The tiny SAM ({pre['steps']} steps x {cfg['images_per_step']} images x {cfg['prompts_per_image']} prompts "
-            f"on the generic-shapes world) was trained with {100 * cfg['point_fraction']:.0f} % point prompts")
-    if cfg["point_fraction"] == 0:
-        note += (": single clicks are outside its training distribution (a CPU-budget choice: with point prompts "
-                 "the from-scratch model stayed on the all-background prior too long), which is what the GT-point "
-                 "row and the point-trained prompter measure")
+    stages = pre.get("stages") or [pre]  # cards before the two-stage recipe had one stage at the top level
+    described = [f"{st['steps']} steps x {st['config']['images_per_step']} images x {st['config']['prompts_per_image']} "
+                 f"prompts with {100 * st['config']['point_fraction']:.0f} % point prompts" for st in stages]
+    note = (f"The tiny SAM was pre-trained class-agnostically on the generic-shapes world in {len(stages)} stage(s): "
+            + "; then ".join(described) + f" ({sum(st['wall_seconds'] for st in stages) / 60:.0f} wall-minutes in all, "
+            "one CPU thread)")
+    if all(st["config"]["point_fraction"] == 0 for st in stages):
+        note += (": single clicks are outside its training distribution, which is what the GT-point row and the "
+                 "point-trained prompter measure")
     return note + ".\n"
 
 
