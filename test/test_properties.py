@@ -160,10 +160,10 @@ def mask_sets(draw):
 
 
 @settings(BOUNDED, max_examples=300)
-@given(mask_sets())
-def test_assemble_invariants(case):
+@given(mask_sets(), st.sampled_from(["smaller_on_top", "score"]))
+def test_assemble_invariants(case, overlap):
     masks, classes, scores = case
-    result = assemble(masks, classes, scores, np.zeros(len(scores)), TEST_CLASSES)
+    result = assemble(masks, classes, scores, np.zeros(len(scores)), TEST_CLASSES, overlap)
     labels, ids, instances = result.labels, result.instance_ids, result.instances
     assert labels.dtype == np.uint8 and ids.dtype == np.uint16 and labels.shape == ids.shape == masks.shape[1:]
     assert [inst.instance_id for inst in instances] == list(range(1, len(instances) + 1))  # contiguous
@@ -178,5 +178,12 @@ def test_assemble_invariants(case):
     covered = masks.any(axis=0) if len(masks) else np.zeros(labels.shape, bool)
     assert np.array_equal(ids > 0, covered) and np.array_equal(labels > 0, covered)
     by_id = {inst.instance_id: inst for inst in instances}
-    for y, x in zip(*np.nonzero(covered)):  # the highest score covering a pixel owns it
-        assert by_id[int(ids[y, x])].score == scores[masks[:, y, x]].max()
+    areas = masks.reshape(len(masks), labels.size).sum(1)
+    for y, x in zip(*np.nonzero(covered)):
+        here = masks[:, y, x]
+        owner = by_id[int(ids[y, x])]
+        if overlap == "score":  # the highest score covering a pixel owns it
+            assert owner.score == scores[here].max()
+        else:  # the smallest mask covering it does; among equally small ones the highest score
+            smallest = areas[here].min()
+            assert owner.score == scores[here & (areas == smallest)].max()
