@@ -113,3 +113,17 @@ def test_box_head_loss_pulls_predicted_boxes_to_the_weak_labels():
         optimizer.step()
     assert "loss_coord" in losses and losses["loss_giou"] >= 0
     assert matched_box_error() < 0.3 * start
+
+
+def test_giou_cost_counts_without_an_l1_cost():
+    """cost_giou alone must still steer the assignment (it is not nested under cost_coord)."""
+    logits = torch.zeros(1, 2, 3)
+    tokens = torch.zeros(1, 2, 2, 4)
+    coords = torch.tensor([[[0.0, 0.0, 0.2, 0.2], [0.5, 0.5, 0.9, 0.9]]])
+    target = {"labels": torch.tensor([0]), "tokens": torch.zeros(1, 2, 4), "coords": torch.tensor([[0.5, 0.5, 0.9, 0.9]])}
+    cost, = HungarianMatcher(cost_class=1.0, cost_token=1.0, cost_coord=0.0, cost_giou=2.0).cost_matrices(
+        logits, tokens, [target], coords)
+    giou_far = 0.0 - (0.81 - 0.20) / 0.81  # no overlap; enclosing box 0.81, union 0.04 + 0.16
+    assert cost[0, 0] - cost[1, 0] == pytest.approx(2.0 * (1.0 - giou_far), abs=1e-5)
+    (rows, cols), = HungarianMatcher(1.0, 1.0, 0.0, 2.0)(logits, tokens, [target], coords)
+    assert rows.tolist() == [1] and cols.tolist() == [0]

@@ -67,10 +67,11 @@ class WPSCriterion(nn.Module):
         out = {"loss_ce": loss_ce.detach(), "loss_token": loss_token.detach()}
         if use_coords:
             if len(query_idx):
-                teacher_xy = torch.cat([t["coords"][j.to(t["coords"].device)] for t, (_, j) in zip(targets, matches) if len(j)])
+                teacher_xy = torch.cat([t["coords"][j.to(t["coords"].device)] for t, (_, j) in zip(targets, matches)
+                                        if len(j)]).float()
                 student_xy = coords[batch_idx, query_idx].float()
-                loss_coord = F.l1_loss(student_xy, teacher_xy.float(), reduction="none").sum() / n
-                loss_giou = ((1 - generalized_box_iou(student_xy, teacher_xy.float()).diagonal()).sum() / n
+                loss_coord = F.l1_loss(student_xy, teacher_xy, reduction="none").sum() / n
+                loss_giou = ((1 - generalized_box_iou(student_xy, teacher_xy).diagonal()).sum() / n
                              if coords.shape[-1] == 4 else coords.sum() * 0.0)
             else:
                 loss_coord = loss_giou = coords.sum() * 0.0

@@ -38,10 +38,11 @@ class HungarianMatcher:
             cost_class = -probs[b][:, labels]
             cost_token = torch.cdist(tokens[b].flatten(1).float(), teacher.flatten(1).float(), p=2)
             cost = self.cost_class * cost_class + self.cost_token * cost_token
-            if self.cost_coord and coords is not None and target.get("coords") is not None:
-                cost = cost + self.cost_coord * torch.cdist(coords[b].float(), target["coords"].float(), p=1)
-                if self.cost_giou and coords.shape[-1] == 4:
-                    cost = cost - self.cost_giou * generalized_box_iou(coords[b].float(), target["coords"].float())
+            if coords is not None and target.get("coords") is not None:
+                student, teacher_xy = coords[b].float(), target["coords"].float()
+                cost = cost + self.cost_coord * torch.cdist(student, teacher_xy, p=1)
+                if coords.shape[-1] == 4:  # boxes (x1, y1, x2, y2); points have no IoU
+                    cost = cost - self.cost_giou * generalized_box_iou(student, teacher_xy)
             out.append(cost.cpu().double().numpy())
         return out
 
