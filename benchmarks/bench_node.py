@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,7 +24,6 @@ import numpy as np
 
 from common import emit, machine, tiny_model_files
 
-REPO = Path(__file__).resolve().parents[1]
 TARGET_P95_PERIODS = 2.0
 MAX_RSS_GROWTH_PCT = 5.0
 
@@ -108,25 +104,6 @@ def frames(h: int, w: int, count: int = 4) -> list[np.ndarray]:
     return out
 
 
-def start_node(args, sam_path: Path, prompter_path: Path, domain_id: int, env: dict) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "wps_sam_ros.node", "--transport", "dds", "--domain-id", str(domain_id),
-           "--ros-args", "-p", f"prompter_checkpoint:={prompter_path}", "-p", f"sam_checkpoint:={sam_path}",
-           "-p", "device:=cpu", "-p", f"score_threshold:={args.score_threshold}", "-p", "diagnostics_period:=0.5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    deadline, log = time.monotonic() + 120, []
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            log.append(lines.get(timeout=0.5))
-            if "ready" in log[-1]:
-                return proc
-        except queue.Empty:
-            pass
-    proc.kill()
-    raise RuntimeError("node did not start:\n" + "".join(log))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1000)
@@ -138,16 +115,17 @@ def main() -> None:
     ap.add_argument("--node-threads", type=int, default=1, help="OMP/torch threads of the node process")
     args = ap.parse_args()
     from wps_sam_ros.dds import LOOPBACK_CONFIG
+    from wps_sam_ros.node_process import NodeProcess
     from cyclonedds.domain import Domain
 
     info = machine()
     domain_id = 150 + os.getpid() % 50
-    env = {**os.environ, "CYCLONEDDS_URI": LOOPBACK_CONFIG, "PYTHONPATH": str(REPO),
-           "OMP_NUM_THREADS": str(args.node_threads)}
     os.environ["CYCLONEDDS_URI"] = LOOPBACK_CONFIG
     with tempfile.TemporaryDirectory(prefix="bench_node_") as tmp:
         sam_path, prompter_path = tiny_model_files(Path(tmp))
-        node = start_node(args, sam_path, prompter_path, domain_id, env)
+        node = NodeProcess({"prompter_checkpoint": prompter_path, "sam_checkpoint": sam_path, "device": "cpu",
+                            "score_threshold": args.score_threshold, "diagnostics_period": 0.5},
+                           domain_id, threads=args.node_threads).start()
         domain = Domain(domain_id, LOOPBACK_CONFIG)  # keeps the loopback config for our participant
         try:
             camera = Camera(domain_id)
@@ -169,11 +147,7 @@ def main() -> None:
             diag = camera.last_diagnostics()
             rss_end = rss_kib(node.pid)
         finally:
-            node.terminate()
-            try:
-                node.wait(15)
-            except subprocess.TimeoutExpired:
-                node.kill()
+            node.stop(timeout=15)
             del domain
     with camera.lock:
         arrivals = sorted(camera.arrivals)

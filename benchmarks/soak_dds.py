@@ -16,12 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -33,6 +29,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 from wps_sam_ros import topics  # noqa: E402
 from wps_sam_ros.dds import LOOPBACK_CONFIG, DdsBackend, dds_qos, dds_topic, idl_type  # noqa: E402
 from wps_sam_ros.messages import MessageFactory  # noqa: E402
+from wps_sam_ros.node_process import NodeProcess  # noqa: E402
 
 from common import tiny_model_files  # noqa: E402  (benchmarks/ is the script's folder)
 
@@ -103,28 +100,15 @@ def run_soak(model_files: tuple[Path, Path], frames: int = 5000, rate_hz: float 
 
     sam_path, prompter_path = model_files
     domain_id = 220 + os.getpid() % 12 if domain_id is None else domain_id  # test_ros_dds uses 100..219
-    env = {**os.environ, "CYCLONEDDS_URI": LOOPBACK_CONFIG, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "wps_sam_ros.node", "--transport", "dds", "--domain-id", str(domain_id),
-           "--ros-args", "-p", f"prompter_checkpoint:={prompter_path}", "-p", f"sam_checkpoint:={sam_path}",
-           "-p", "device:=cpu", "-p", "score_threshold:=0.0", "-p", "diagnostics_period:=0.25",
-           "-p", "publish_overlay:=false"]
-    node = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines: queue.Queue = queue.Queue()
-    log: list[str] = []
-    threading.Thread(target=lambda: [lines.put(line) for line in node.stdout], daemon=True).start()
+    node = NodeProcess({"prompter_checkpoint": prompter_path, "sam_checkpoint": sam_path, "device": "cpu",
+                        "score_threshold": 0.0, "diagnostics_period": 0.25, "publish_overlay": False},
+                       domain_id, threads=1)
     domain = Domain(domain_id, LOOPBACK_CONFIG)  # this process's participant on loopback too
     rng = np.random.default_rng(seed)
     factory = MessageFactory(DdsBackend())
     result: dict = {}
     try:
-        deadline = time.monotonic() + 120
-        while not any("ready" in line for line in log) and time.monotonic() < deadline and node.poll() is None:
-            try:
-                log.append(lines.get(timeout=0.5))
-            except queue.Empty:
-                pass
-        if not any("ready" in line for line in log):
-            raise RuntimeError("node did not start:\n" + "".join(log))
+        node.start(timeout=120)
         participant = DomainParticipant(domain_id)
         writer = DataWriter(participant, Topic(participant, dds_topic("/camera/image_raw"),
                                                idl_type(topics.RAW_IMAGE_TYPE)), qos=dds_qos(topics.SENSOR_DATA_QOS))
@@ -202,20 +186,12 @@ def run_soak(model_files: tuple[Path, Path], frames: int = 5000, rate_hz: float 
             "rss_growth_pct": round(100 * (rss_end - rss_warm) / rss_warm, 2),
         }
     finally:
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(30)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.wait(5)
-        time.sleep(0.2)
-        while not lines.empty():
-            log.append(lines.get())
+        node.stop(timeout=30)
         del domain
-    text = "".join(log)
+    text = node.log
     result.update(node_exit_code=node.returncode,
                   unhandled_exceptions=sum(text.count(marker) for marker in FAILURE_MARKERS),
-                  node_warnings=sum("rejected frame" in line for line in log), node_log_tail=text[-2000:])
+                  node_warnings=sum("rejected frame" in line for line in text.splitlines()), node_log_tail=text[-2000:])
     return result
 
 

@@ -3,13 +3,7 @@ answers on rt/parts/* with the input headers; a slow model drops frames instead 
 from __future__ import annotations
 
 import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,12 +18,12 @@ from wps_sam_ros import topics  # noqa: E402
 from wps_sam_ros.core import load_segmenter  # noqa: E402
 from wps_sam_ros.dds import LOOPBACK_CONFIG, DdsBackend, DdsTransport, dds_qos, dds_topic, idl_type  # noqa: E402
 from wps_sam_ros.messages import MessageFactory  # noqa: E402
+from wps_sam_ros.node_process import NodeProcess  # noqa: E402
 
 from conftest import random_image  # noqa: E402
 
 FRAMES, RATE_HZ = 60, 30.0
 DOMAIN_BASE = 100 + (os.getpid() % 60) * 2  # two ids per run; other runs on the machine get others
-REPO = Path(__file__).resolve().parents[1]
 WATCHED = ("masks", "instance_masks", "instances", "label_info", "diagnostics", "overlay")
 
 
@@ -128,23 +122,11 @@ def test_node_process_over_dds(tiny_files):
     """`part_seg_node --transport dds` as a separate process, configured with ROS-style arguments."""
     sam_path, prompter_path = tiny_files
     domain_id = DOMAIN_BASE
-    env = {**os.environ, "CYCLONEDDS_URI": LOOPBACK_CONFIG, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "wps_sam_ros.node", "--transport", "dds", "--domain-id", str(domain_id),
-           "--ros-args", "-p", f"prompter_checkpoint:={prompter_path}", "-p", f"sam_checkpoint:={sam_path}",
-           "-p", "device:=cpu", "-p", "score_threshold:=0.0", "-p", "diagnostics_period:=0.5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    node = NodeProcess({"prompter_checkpoint": prompter_path, "sam_checkpoint": sam_path, "device": "cpu",
+                        "score_threshold": 0.0, "diagnostics_period": 0.5}, domain_id)
     dom = Domain(domain_id, LOOPBACK_CONFIG)
     try:
-        deadline, ready, log = time.monotonic() + 90, False, []
-        while not ready and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                log.append(lines.get(timeout=0.5))
-                ready = "ready" in log[-1]
-            except queue.Empty:
-                pass
-        assert ready, "node did not start:\n" + "".join(log)
+        node.start(timeout=90)
         camera = Camera(domain_id)
         camera.wait_matched()
         sent = camera.send()
@@ -161,14 +143,9 @@ def test_node_process_over_dds(tiny_files):
               f"{values['frames_dropped']} dropped, inference {values['inference_ms_mean']} ms, "
               f"latency mean {values['latency_ms_mean']} ms / max {values['latency_ms_max']} ms")
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        node.stop(timeout=20)
         del dom
-    assert proc.returncode == 0
+    assert node.returncode == 0, node.log
 
 
 class SlowSegmenter:

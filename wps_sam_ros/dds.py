@@ -22,6 +22,8 @@ from . import topics
 
 log = logging.getLogger(__name__)
 
+# Printed (flushed) once the node listens: what a parent process waits for (node_process.py).
+READY_MARK = "ready, listening on"
 LOOPBACK_CONFIG = (
     "<CycloneDDS><Domain Id=\"any\"><General><Interfaces><NetworkInterface name=\"lo\"/></Interfaces>"
     "<AllowMulticast>false</AllowMulticast></General><Discovery><ParticipantIndex>auto</ParticipantIndex>"
@@ -214,7 +216,7 @@ def main(argv: Sequence[str]) -> int:
     transport.start()
     log.info("%s: %s -> %s on DDS domain %d (%s)", name, transport.input_topic,
              dds_topic("parts/*", namespace), own.domain_id, segmenter.description)
-    print(f"{name}: ready, listening on {transport.input_topic}", flush=True)
+    print(f"{name}: {READY_MARK} {transport.input_topic}", flush=True)
     stop.wait(own.duration or None)
     transport.stop()
     return 0
