@@ -101,36 +101,6 @@ def test_grid_queries_start_at_their_cells(embedding_size, neck_stride, grid):
             assert torch.allclose(out.coords[..., 2:] - out.coords[..., :2], torch.full((2, grid * grid, 2), 0.5))
 
 
-def test_several_queries_per_cell_share_the_cell_and_differ():
-    """queries_per_cell K: K consecutive queries per cell, started at its centre, told apart by their slot."""
-    k, grid = 3, 8
-    cfg = PrompterConfig(num_classes=3, hidden_dim=32, num_heads=2, enc_layers=1, dec_layers=1, dim_feedforward=32,
-                         prompt_dim=16, neck_stride=2, queries="grid", prompt_head="box", queries_per_cell=k)
-    prompter = Prompter(cfg, 16).eval()
-    assert prompter.num_queries == grid * grid * k
-    x = torch.randn(2, 16, 16, 16)
-    out = prompter(x)
-    assert out.logits.shape == (2, grid * grid * k, 4) and out.coords.shape == (2, grid * grid * k, 4)
-    # the slot embedding makes a cell's queries differ (identical queries would give identical predictions)
-    assert not torch.allclose(out.logits[:, 0], out.logits[:, 1])
-    with torch.no_grad():
-        prompter.prompt_head.layers[-1].weight.zero_()
-        prompter.prompt_head.layers[-1].bias.zero_()
-    centres = prompter(x).coords[..., :2] + 0.25  # zero offsets: boxes of side 0.5 around the cell centre
-    cell = 1.0 / grid
-    for q in range(k):  # cell (row 1, column 2) holds queries (grid + 2) * k .. + k - 1
-        torch.testing.assert_close(centres[0, (grid + 2) * k + q], torch.tensor([2.5 * cell, 1.5 * cell]))
-
-
-def test_queries_per_cell_is_validated():
-    from wps_sam_core.errors import WpsSamError
-
-    with pytest.raises(WpsSamError, match="needs queries: grid"):
-        PrompterConfig(queries_per_cell=2)
-    with pytest.raises(WpsSamError, match="queries_per_cell must be an integer >= 1"):
-        PrompterConfig(queries="grid", queries_per_cell=0)
-
-
 def test_all_layers_gives_one_output_per_decoder_layer_and_the_last_is_the_prediction():
     """DETR's auxiliary losses supervise every decoder layer; inference uses the last one only."""
     cfg = PrompterConfig(num_classes=3, hidden_dim=32, num_heads=2, enc_layers=1, dec_layers=3, dim_feedforward=32,

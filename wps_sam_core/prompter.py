@@ -46,20 +46,12 @@ class PrompterConfig:
     # DETR and DeFCN): every query has a place to start from, which is what lets a small prompter
     # converge in minutes on a CPU instead of DETR's hundreds of epochs. num_queries is then unused.
     queries: str = "learned"
-    # grid queries only: queries started from each cell, told apart by a learned slot embedding. On an
-    # 8x8 grid 19 % of the part world's parts share their centre's cell with another part (a bottle's
-    # cap and body, a quadruped's legs); one query per cell cannot answer both.
-    queries_per_cell: int = 1
 
     def __post_init__(self) -> None:
         if self.prompt_head not in PROMPT_HEADS:
             raise WpsSamError(f"prompt_head {self.prompt_head!r}: choose one of {list(PROMPT_HEADS)}")
         if self.queries not in QUERY_SOURCES:
             raise WpsSamError(f"queries {self.queries!r}: choose one of {list(QUERY_SOURCES)}")
-        if isinstance(self.queries_per_cell, bool) or not isinstance(self.queries_per_cell, int) or self.queries_per_cell < 1:
-            raise WpsSamError(f"queries_per_cell must be an integer >= 1, got {self.queries_per_cell!r}")
-        if self.queries_per_cell > 1 and self.queries != "grid":
-            raise WpsSamError("queries_per_cell > 1 needs queries: grid (learned queries have no cells)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,7 +124,6 @@ class Prompter(nn.Module):
         num_downsamples = neck_num_downsamples(embedding_size, cfg)
         self.grid_size = -(-embedding_size // 2 ** num_downsamples)  # stride-2 convs with padding 1 round up
         self.query_embed = nn.Embedding(cfg.num_queries, cfg.hidden_dim) if cfg.queries == "learned" else None
-        self.slot_embed = nn.Embedding(cfg.queries_per_cell, cfg.hidden_dim) if cfg.queries_per_cell > 1 else None
         self.class_head = nn.Linear(cfg.hidden_dim, cfg.num_classes + 1)
         out_dim = PROMPT_HEADS[cfg.prompt_head] or cfg.num_prompt_tokens * cfg.prompt_dim
         self.prompt_head = MLP(cfg.hidden_dim, cfg.hidden_dim, out_dim, 3)
@@ -143,15 +134,13 @@ class Prompter(nn.Module):
 
     @property
     def num_queries(self) -> int:
-        return self.cfg.num_queries if self.cfg.queries == "learned" else self.grid_size ** 2 * self.cfg.queries_per_cell
+        return self.cfg.num_queries if self.cfg.queries == "learned" else self.grid_size ** 2
 
     def _cell_centres(self, h: int, w: int, like: Tensor) -> Tensor:
-        """(h*w*queries_per_cell) x 2 centres (x, y) of each grid query's cell, in [0, 1] of SAM's input
-        frame (cells row-major, a cell's queries consecutive)."""
+        """(h*w) x 2 centres (x, y) of the grid cells, in [0, 1] of SAM's input frame (row-major)."""
         ys = (torch.arange(h, device=like.device, dtype=torch.float32) + 0.5) / h
         xs = (torch.arange(w, device=like.device, dtype=torch.float32) + 0.5) / w
-        centres = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2).to(like.dtype)
-        return centres.repeat_interleave(self.cfg.queries_per_cell, dim=0)
+        return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2).to(like.dtype)
 
     def forward(self, image_embeddings: Tensor, all_layers: bool = False) -> PrompterOutput | list[PrompterOutput]:
         """One PrompterOutput; with `all_layers`, one per decoder layer (the last is the prediction)."""
@@ -162,8 +151,7 @@ class Prompter(nn.Module):
         feats = self.neck(image_embeddings)
         b, _, h, w = feats.shape
         pos = sine_position_embedding(b, self.cfg.hidden_dim, h, w, feats.device, feats.dtype)
-        hs = self.transformer(feats, pos, self.query_embed.weight if self.query_embed is not None else None, all_layers,
-                              self.slot_embed.weight if self.slot_embed is not None else None)
+        hs = self.transformer(feats, pos, self.query_embed.weight if self.query_embed is not None else None, all_layers)
         if all_layers:
             return [self._heads(layer_hs, h, w) for layer_hs in hs]
         return self._heads(hs, h, w)

@@ -64,23 +64,16 @@ class DetrTransformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src: Tensor, pos: Tensor, query_embed: Tensor | None, all_layers: bool = False,
-                slot_embed: Tensor | None = None) -> Tensor:
-        """src, pos: B x C x H x W; query_embed: Q x C learned queries, or None for grid queries: per
-        cell (content = the cell's encoder output, position = its sine embedding), one query, or one
-        per row of `slot_embed` (K x C, added to the position; a cell's K queries are consecutive).
-        Returns B x Q x C, or L x B x Q x C with `all_layers` (every decoder layer's output, for DETR's
-        auxiliary losses)."""
+    def forward(self, src: Tensor, pos: Tensor, query_embed: Tensor | None, all_layers: bool = False) -> Tensor:
+        """src, pos: B x C x H x W; query_embed: Q x C learned queries, or None for one query per grid
+        cell (content = the cell's encoder output, position = its sine embedding). Returns B x Q x C,
+        or L x B x Q x C with `all_layers` (every decoder layer's output, for DETR's auxiliary losses)."""
         memory = src.flatten(2).transpose(1, 2)
         pos = pos.flatten(2).transpose(1, 2)
         for layer in self.encoder_layers:
             memory = layer(memory, pos)
         if query_embed is None:
             query_pos, tgt = pos, memory
-            if slot_embed is not None:
-                k = slot_embed.shape[0]
-                tgt = memory.repeat_interleave(k, dim=1)
-                query_pos = pos.repeat_interleave(k, dim=1) + slot_embed.repeat(pos.shape[1], 1).unsqueeze(0)
         else:
             query_pos = query_embed.unsqueeze(0).expand(src.shape[0], -1, -1)
             tgt = torch.zeros_like(query_pos)
