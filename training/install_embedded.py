@@ -24,7 +24,7 @@ from wps_sam_core.sam import get_sam_config, read_state_dict
 from wps_sam_core.sam_pretrain import save_sam_weights_state
 
 STORAGE_DTYPE = torch.float16
-PRETRAIN_STAGES = ("tiny_sam", "tiny_sam_stage2")  # folders of training/reproduce_embedded.sh, in order
+PRETRAIN_STAGES = ("tiny_sam", "tiny_sam_stage2", "tiny_sam_stage3")  # folders of training/reproduce_embedded.sh, in order
 
 
 def half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

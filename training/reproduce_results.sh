@@ -13,7 +13,7 @@ assets="$here/../wps_sam_core/assets"
 export OMP_NUM_THREADS=${THREADS:-1}
 # trained on the same fp32 run SAM and cache as the box prompter; every row is evaluated on the SHIPPED (float16) SAM
 wps-sam train --config "$here/configs/world_point.yaml" --data "$out/world" --out-dir "$out/point" \
-  --set model.sam_checkpoint="$out/tiny_sam_stage2/sam.safetensors" --set data.cache_dir="$out/cache_train" \
+  --set model.sam_checkpoint="$out/tiny_sam_stage3/sam.safetensors" --set data.cache_dir="$out/cache_train" \
   --set run.progress=false
 python3 "$here/results_table.py" --data "$out/world" --split test \
   --box-prompter "$assets/prompter_box.safetensors" --point-prompter "$out/point/best.safetensors" \
