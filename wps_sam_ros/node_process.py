@@ -15,7 +15,7 @@ from typing import Any
 
 from .dds import LOOPBACK_CONFIG, READY_MARK
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # on PYTHONPATH: the child imports this very checkout
 
 
 class NodeProcess:
@@ -52,8 +52,8 @@ class NodeProcess:
         return "".join(self._log)
 
     def start(self, timeout: float = 120.0) -> "NodeProcess":
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=self.env, cwd=REPO)
+        # the caller's working directory, so relative checkpoint paths in `params` mean what they say
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)
         stdout = self.proc.stdout
         threading.Thread(target=lambda: [self._lines.put(line) for line in stdout], daemon=True).start()
         deadline = time.monotonic() + timeout
