@@ -6,8 +6,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import generalized_box_iou
 
-from .matcher import HungarianMatcher, generalized_box_iou
+from .matcher import HungarianMatcher
 
 
 @dataclass(frozen=True)

@@ -117,11 +117,11 @@ class Prompter(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding_size = embedding_size
-        self.neck = ConvNeck(cfg.prompt_dim, cfg.hidden_dim, neck_num_downsamples(embedding_size, cfg))
+        num_downsamples = neck_num_downsamples(embedding_size, cfg)
+        self.neck = ConvNeck(cfg.prompt_dim, cfg.hidden_dim, num_downsamples)
         self.transformer = DetrTransformer(
             cfg.hidden_dim, cfg.num_heads, cfg.enc_layers, cfg.dec_layers, cfg.dim_feedforward, cfg.dropout
         )
-        num_downsamples = neck_num_downsamples(embedding_size, cfg)
         self.grid_size = -(-embedding_size // 2 ** num_downsamples)  # stride-2 convs with padding 1 round up
         self.query_embed = nn.Embedding(cfg.num_queries, cfg.hidden_dim) if cfg.queries == "learned" else None
         self.class_head = nn.Linear(cfg.hidden_dim, cfg.num_classes + 1)
