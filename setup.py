@@ -38,15 +38,10 @@ setup(
         "ros-tools": ["rosbags>=0.10", "cyclonedds>=0.10", "mcap>=1.1"],
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],
         "light": ["mobilesam-mirror>=1.0", "timm>=0.9"],  # SAM type vit_t (MobileSAM's TinyViT encoder)
-        "dev": [
-            "pytest>=8", "hypothesis>=6", "colcon-common-extensions>=0.3",
-            "pycocotools>=2.0.7", "lightning>=2.2", "tensorboard>=2.14",
-            "rosbags>=0.10", "cyclonedds>=0.10", "mcap>=1.1", "onnx>=1.15", "onnxruntime>=1.17",
-            "mobilesam-mirror>=1.0", "timm>=0.9",
-        ],
+        "dev": ["wps_sam_ros[train,ros-tools,export,light]", "pytest>=8", "hypothesis>=6",
+                "colcon-common-extensions>=0.3"],
     },
     zip_safe=False,
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "wps-sam = wps_sam_core.cli:main",

@@ -12,7 +12,7 @@ import yaml
 from wps_sam_core.errors import WpsSamError
 from wps_sam_core.segmenter import SegmenterSettings
 from wps_sam_ros import topics
-from wps_sam_ros.params import parse_ros_args, read_params_file, split_ros_args
+from wps_sam_ros.params import check, check_all, parse_ros_args, read_params_file, split_ros_args
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / topics.CONFIG_FILE
@@ -65,17 +65,20 @@ def test_defaults_equal_the_segmenter_and_cli_defaults():
 
 
 def test_launch_arguments_are_the_issue_list_and_match_the_parameters():
-    assert set(topics.LAUNCH_ARGUMENTS) == {"image_topic", "params_file", "sam_checkpoint", "prompter_checkpoint",
-                                            "device", "namespace", "use_lifecycle", "autostart"}
+    assert set(topics.LAUNCH_ARGUMENTS) == {"image_topic", "image_transport", "input_qos", "params_file",
+                                            "sam_checkpoint", "prompter_checkpoint", "device", "use_sim_time",
+                                            "namespace", "use_lifecycle", "autostart"}
     assert topics.LAUNCH_ARGUMENTS["params_file"].default == "$(find-pkg-share wps_sam_ros)/config/part_seg.yaml"
     for name in topics.PARAMETER_ARGUMENTS:
         assert name in topics.PARAMETERS
         arg = topics.LAUNCH_ARGUMENTS[name]
         assert arg.default == ""  # empty: keep the params_file value
         assert repr(topics.PARAMETERS[name].default) in arg.description
-        if topics.PARAMETERS[name].choices:
+        if topics.PARAMETERS[name].choices and not topics.PARAMETERS[name].pattern:
             assert arg.choices == ("", *topics.PARAMETERS[name].choices)
-    assert topics.LAUNCH_ARGUMENTS["device"].choices == ("", "auto", "cuda", "cpu")
+    # device:=cuda:1 is valid for the node: the launch argument must not refuse it with a closed list
+    assert topics.LAUNCH_ARGUMENTS["device"].choices == ()
+    assert topics.LAUNCH_ARGUMENTS["use_sim_time"].choices == ("", "true", "false")
     for arg in topics.LAUNCH_ARGUMENTS.values():
         assert not arg.choices or arg.default in arg.choices
 
@@ -128,6 +131,39 @@ def test_dds_argument_parser_reads_ros_args():
         parse_ros_args(["--ros-args", "-p", "max_instances:=many"])
     with pytest.raises(WpsSamError, match="unknown parameter 'nope'"):
         parse_ros_args(["--ros-args", "-p", "nope:=1"])
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("score_threshold:=high", "parameter score_threshold: expected float, got 'high'"),
+    ("max_instances:=2.5", "parameter max_instances: expected int, got 2.5"),
+    ("publish_overlay:=1", "parameter publish_overlay: expected bool, got 1"),
+    ("diagnostics_period:=0", r"parameter diagnostics_period=0.0 is out of range \[0.01, 3600.0\]"),
+    ("diagnostics_period:=-1.0", "diagnostics_period=-1.0 is out of range"),
+    ("score_threshold:=1.5", "score_threshold=1.5 is out of range"),
+    ("max_instances:=0", "max_instances=0 is out of range"),
+    ("device:=gpu", r"device='gpu' is not one of \['auto', 'cuda', 'cpu'\] or cuda:\\d\+"),
+    ("overlap:=biggest", "overlap='biggest' is not one of"),
+])
+def test_every_bad_parameter_value_is_one_line_naming_it(flag, message):
+    with pytest.raises(WpsSamError, match=message) as info:
+        parse_ros_args(["--ros-args", "-p", flag])
+    assert "\n" not in str(info.value)
+
+
+def test_check_accepts_what_rcl_yaml_spells_differently():
+    assert check("score_threshold", 1) == 1.0 and isinstance(check("score_threshold", 1), float)
+    assert check("mask_threshold", 0) == 0.0 and check("diagnostics_period", 0.01) == 0.01
+    assert check("device", "cuda:1") == "cuda:1" and check("device", "cpu") == "cpu"
+    # other nodes' parameters (rclpy's use_sim_time) are not this package's to judge
+    assert check_all({"use_sim_time": True, "max_instances": 3}) == {"use_sim_time": True, "max_instances": 3}
+
+
+def test_every_bounded_parameter_default_is_inside_its_bounds():
+    bounded = {name: spec for name, spec in topics.PARAMETERS.items() if spec.bounds}
+    assert {"score_threshold", "max_instances", "diagnostics_period"} <= set(bounded)
+    assert topics.PARAMETERS["diagnostics_period"].bounds[0] > 0  # 0 = an always-ready rcl timer
+    for name, spec in bounded.items():
+        assert check(name, spec.default) == spec.default
 
 
 def test_params_file_sections(tmp_path):

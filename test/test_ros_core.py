@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from wps_sam_core.embedded import embedded_available
+from wps_sam_core.embedded import DEMO_MODEL_CAVEAT, embedded_available
 from wps_sam_core.errors import WpsSamError
 from wps_sam_ros import topics
 from wps_sam_ros.conversions import encode_compressed
-from wps_sam_ros.core import LatestFrameSlot, PartSegCore, ThrottledWarning, load_segmenter
-from wps_sam_ros.messages import MessageFactory, RosbagsBackend
+from wps_sam_ros.core import LatestFrameSlot, PartSegCore, ThrottledWarning, frame_latency_ms, load_segmenter
+from wps_sam_ros.messages import OK, WARN, MessageFactory, RosbagsBackend
 
 from conftest import TEST_CLASSES, random_image
 
@@ -185,4 +185,30 @@ def test_embedded_default_model_when_no_checkpoint_is_given():
     out = core.process(raw_msg(random_image(64, 80)))
     assert decode(out["masks"]).shape == (64, 80)
     assert "embedded" in seg.description
+    # a first-run user must learn that the demo model does not know real objects: WARN in /diagnostics
+    status = core.diagnostics_message().status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == WARN and "demo model" in status.message
+    assert values["model_caveat"] == DEMO_MODEL_CAVEAT and "prompter_checkpoint" in DEMO_MODEL_CAVEAT
+
+
+def test_no_caveat_for_a_user_model(segmenter):
+    status = make_core(segmenter).diagnostics_message().status[0]
+    assert status.level == OK and "model_caveat" not in {kv.key for kv in status.values}
+
+
+def test_latency_is_unknown_without_a_clock_or_a_stamp(segmenter):
+    """use_sim_time before /clock: the node's clock reads 0; latency must be n/a, not -898091736765 ms."""
+    stamp_ns = 1_700_000_000 * 10**9
+    sim_clock_not_started = make_core(segmenter, now_ns=lambda: 0)
+    sim_clock_not_started.process(raw_msg(random_image(48, 64), stamp=(1_700_000_000, 0)))
+    values = {kv.key: kv.value for kv in sim_clock_not_started.diagnostics_message().status[0].values}
+    assert values["frames_processed"] == "1" and values["latency_ms_mean"] == "n/a"
+    unstamped = make_core(segmenter, now_ns=lambda: stamp_ns)
+    unstamped.process(raw_msg(random_image(48, 64), stamp=(0, 0)))
+    assert unstamped.stats.values()["latency_ms_last"] == "n/a"
+    running = make_core(segmenter, now_ns=lambda: stamp_ns + 40_000_000)
+    running.process(raw_msg(random_image(48, 64), stamp=(1_700_000_000, 0)))
+    assert running.stats.values()["latency_ms_last"] == "40.0"
+    assert frame_latency_ms(0, raw_msg(random_image(4, 4)).header) is None
 

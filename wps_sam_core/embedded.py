@@ -10,6 +10,10 @@ EMBEDDED_SAM_TYPE = "tiny"
 EMBEDDED_SAM_WEIGHTS = ASSETS_DIR / "tiny_sam.safetensors"
 EMBEDDED_PROMPTER = ASSETS_DIR / "prompter_box.safetensors"
 EMBEDDED_METADATA = ASSETS_DIR / "model_card.json"
+DEMO_MODEL_CAVEAT = (
+    "demo model: trained on a procedural shapes world, it does not recognise real objects; pass a prompter "
+    "trained on your parts (prompter_checkpoint / --prompter) and its official SAM checkpoint (sam_checkpoint / "
+    "--sam-checkpoint)")
 
 
 def embedded_available() -> bool:
@@ -34,4 +38,5 @@ def load_embedded_segmenter(device: str = "auto", precision: str = "fp32", setti
         EMBEDDED_PROMPTER, EMBEDDED_SAM_TYPE, EMBEDDED_SAM_WEIGHTS, device, precision, settings
     )
     seg.description = "embedded default model (tiny SAM + box-trained prompter, procedural part world)"
+    seg.caveat = DEMO_MODEL_CAVEAT
     return seg

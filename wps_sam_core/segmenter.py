@@ -171,6 +171,7 @@ class PartSegmenter:
         self._settings = (settings or SegmenterSettings()).validated(self.class_names)
         self._settings_lock = threading.Lock()
         self.description = ""  # where the weights came from, for logs and diagnostics
+        self.caveat = ""  # what a user must know about these weights (the embedded demo model), else ""
 
     # ---- construction --------------------------------------------------------------------
     @classmethod

@@ -11,7 +11,6 @@ as dropped), so the delay of any output is at most one inference plus the wait f
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -26,9 +25,9 @@ from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings
 from . import topics
 from .conversions import message_to_rgb
 from .messages import OK, WARN, MessageFactory
+from .params import check_all
 
 log = logging.getLogger(__name__)
-_CUDA_INDEX = re.compile(r"^cuda:\d+$")
 _SETTINGS_PARAMETERS = ("score_threshold", "mask_threshold", "max_instances", "class_filter", "overlap")
 
 
@@ -41,22 +40,11 @@ def settings_from_parameters(params: dict[str, Any]) -> SegmenterSettings:
     )
 
 
-def validate_choice_parameters(params: dict[str, Any]) -> None:
-    """Parameters with fixed choices; raises WpsSamError naming the parameter."""
-    for name, spec in topics.PARAMETERS.items():
-        value = params.get(name, spec.default)
-        if not spec.choices or value in spec.choices:
-            continue
-        if name == "device" and _CUDA_INDEX.match(str(value)):
-            continue
-        raise WpsSamError(f"parameter {name}={value!r} is not one of {list(spec.choices)}")
-
-
 def load_segmenter(params: dict[str, Any]) -> PartSegmenter:
     """prompter_checkpoint empty = the embedded default model; otherwise prompter (+ SAM) files."""
     from wps_sam_core.embedded import load_embedded_segmenter
 
-    validate_choice_parameters(params)
+    check_all(params)
     settings = settings_from_parameters(params)
     if params["prompter_checkpoint"]:
         return PartSegmenter.from_checkpoints(
@@ -128,10 +116,13 @@ class FrameStats:
     latency_ms: deque = field(default_factory=deque)
     done_at: deque = field(default_factory=deque)  # monotonic seconds of finished frames
 
-    def add(self, inference_ms: float, latency_ms: float) -> None:
+    def add(self, inference_ms: float, latency_ms: float | None) -> None:
+        """latency_ms None: unknown (no clock yet, or an unstamped frame); it stays out of the statistics."""
         self.processed += 1
-        for values, value in ((self.inference_ms, inference_ms), (self.latency_ms, latency_ms),
-                              (self.done_at, time.monotonic())):
+        pairs = [(self.inference_ms, inference_ms), (self.done_at, time.monotonic())]
+        if latency_ms is not None:
+            pairs.append((self.latency_ms, latency_ms))
+        for values, value in pairs:
             values.append(value)
             if len(values) > self.window:
                 values.popleft()
@@ -161,6 +152,13 @@ class FrameStats:
 
 def stamp_ns(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def frame_latency_ms(now_ns: int, header: Any) -> float | None:
+    """now - header.stamp on the node's clock (sim time under use_sim_time); None while either is unset (0):
+    a node waiting for /clock, or a camera that does not stamp, has no measurable latency."""
+    stamp = stamp_ns(header)
+    return (now_ns - stamp) / 1e6 if now_ns > 0 and stamp > 0 else None
 
 
 # ---- the core --------------------------------------------------------------------------------------
@@ -255,9 +253,8 @@ class PartSegCore:
 
             overlay = draw_overlay(rgb, seg.labels, seg.instance_ids, seg.class_names)
         outputs = self.factory.part_messages(msg.header, seg, overlay)
-        latency_ms = (self.now_ns() - stamp_ns(msg.header)) / 1e6
         with self._stats_lock:
-            self.stats.add(inference_ms, latency_ms)
+            self.stats.add(inference_ms, frame_latency_ms(self.now_ns(), msg.header))
             self.stats.last_was_rejected = False
         return outputs
 
@@ -286,6 +283,9 @@ class PartSegCore:
             level, message = OK, "waiting for images"
         else:
             level, message = OK, "segmenting"
+        if self.segmenter.caveat:  # the demo model: say so wherever a user looks, not only at start
+            values["model_caveat"] = self.segmenter.caveat
+            level, message = max(level, WARN), f"{message}; {self.segmenter.caveat.split(':')[0]}"
         status = (level, f"{self.name}: part segmentation", message, str(self.segmenter.device), values)
         return self.factory.diagnostics(self.factory.header(self.now_ns()), [status])
 

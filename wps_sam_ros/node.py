@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
+import signal
 import sys
+import threading
 from functools import lru_cache
 from typing import Any, Sequence
 
 from wps_sam_core.errors import WpsSamError
 
 from . import topics
+from .params import check, check_all
+
+
+LOGGED_PACKAGES = ("wps_sam_core", "wps_sam_ros")  # their Python logging goes to the node's ROS logger
 
 
 def ros_qos(spec: topics.QosSpec):
@@ -33,13 +40,27 @@ def ros_qos(spec: topics.QosSpec):
     )
 
 
+class RosLogHandler(logging.Handler):
+    """Python logging of wps_sam_core / wps_sam_ros -> the node's ROS logger (and /rosout), not bare stderr."""
+
+    def __init__(self, ros_logger) -> None:
+        super().__init__()
+        self.ros_logger = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = ("error" if record.levelno >= logging.ERROR else "warning" if record.levelno >= logging.WARNING
+                 else "info" if record.levelno >= logging.INFO else "debug")
+        getattr(self.ros_logger, level)(self.format(record))
+
+
 class PartSegRos:
     """The ROS side of one node, by composition so Node and LifecycleNode share every line."""
 
-    def __init__(self, node) -> None:
+    def __init__(self, node, lifecycle: bool = False) -> None:
         from .messages import MessageFactory, RclpyBackend
 
         self.node = node
+        self.lifecycle = lifecycle
         self.backend = RclpyBackend()
         self.factory = MessageFactory(self.backend)
         self.segmenter = None
@@ -47,33 +68,68 @@ class PartSegRos:
         self.publishers: dict[str, Any] = {}
         self.subscription = None
         self.timer = None
+        self.log_handler = RosLogHandler(node.get_logger())
+        for name in LOGGED_PACKAGES:  # before the model loads: its messages belong to this node
+            logging.getLogger(name).addHandler(self.log_handler)
+            logging.getLogger(name).setLevel(logging.INFO)
         self._declare_parameters()
+        if hasattr(node, "add_pre_set_parameters_callback"):  # Iron and later; Humble refuses ints for floats
+            node.add_pre_set_parameters_callback(self.on_pre_set_parameters)
         node.add_on_set_parameters_callback(self.on_set_parameters)
 
     # -- parameters
     def _declare_parameters(self) -> None:
-        from rcl_interfaces.msg import ParameterDescriptor
+        """Declare topics.PARAMETERS; a wrong value or type from -p / a params file is one WpsSamError line."""
+        from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 
         for name, spec in topics.PARAMETERS.items():
-            constraints = f"one of {', '.join(spec.choices)}" if spec.choices else ""
-            self.node.declare_parameter(name, spec.default, ParameterDescriptor(
-                description=spec.description, additional_constraints=constraints))
+            try:
+                self.node.declare_parameter(name, spec.default, parameter_descriptor(name))
+            except InvalidParameterTypeException:
+                self._declare_with_coercion(name)
+            except InvalidParameterValueException as exc:
+                raise WpsSamError(f"parameter {name}: {exc}") from None
+        check_all(self.parameters())
+
+    def _declare_with_coercion(self, name: str) -> None:
+        """rcl typed an override by its YAML spelling (`1` for a float): accept what params.check accepts."""
+        from rclpy.parameter import Parameter
+
+        descriptor = parameter_descriptor(name)
+        descriptor.dynamic_typing = True
+        value = self.node.declare_parameter(name, topics.PARAMETERS[name].default, descriptor).value
+        checked = check(name, value)  # 'high' for a float: "parameter score_threshold: expected float, got 'high'"
+        if type(checked) is not type(value):
+            self.node.set_parameters([Parameter(name, value=checked)])
 
     def parameters(self) -> dict[str, Any]:
         return {name: self.node.get_parameter(name).value for name in topics.PARAMETERS}
 
+    def on_pre_set_parameters(self, params: list) -> list:
+        """Pre-set callback (Iron+): `ros2 param set ... score_threshold 1` means 1.0, as on the command line."""
+        from rclpy.parameter import Parameter
+
+        def as_float(p):
+            spec = topics.PARAMETERS.get(p.name)
+            if spec and isinstance(spec.default, float) and p.type_ == Parameter.Type.INTEGER:
+                return Parameter(p.name, value=float(p.value))
+            return p
+        return [as_float(p) for p in params]
+
     def on_set_parameters(self, params) -> Any:
-        """Set-parameters callback: apply run-time changes, reject invalid values with a reason."""
+        """Set-parameters callback: judge only this package's parameters; apply run-time ones, refuse with a reason."""
         from rcl_interfaces.msg import SetParametersResult
 
-        from .core import settings_from_parameters, validate_choice_parameters
+        from .core import settings_from_parameters
 
-        changes = {p.name: p.value for p in params}
-        merged = {**self.parameters(), **changes}
-        # before configure the class names are unknown: the filter's names are checked at configure
-        known = self.segmenter.class_names if self.segmenter else topics.parse_class_filter(merged["class_filter"])
+        changes = {p.name: p.value for p in params if p.name in topics.PARAMETERS}
+        if not changes:  # use_sim_time, qos_overrides...: rclpy's and the user's business
+            return SetParametersResult(successful=True)
         try:
-            validate_choice_parameters(merged)
+            changes = check_all(changes)
+            merged = {**self.parameters(), **changes}
+            # before configure the class names are unknown: the filter's names are checked at configure
+            known = self.segmenter.class_names if self.segmenter else topics.parse_class_filter(merged["class_filter"])
             settings_from_parameters(merged).validated(known)
         except (WpsSamError, TypeError, ValueError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
@@ -84,16 +140,20 @@ class PartSegRos:
 
     # -- lifecycle steps (the plain node runs configure + activate in its constructor)
     def configure(self) -> None:
+        create = self.node.create_lifecycle_publisher if self.lifecycle else self.node.create_publisher
         for key, spec in topics.OUTPUT_TOPICS.items():
-            msg_type = self.backend.cls(spec.msg_type)
-            self.publishers[key] = self.node.create_publisher(msg_type, spec.name, ros_qos(spec.qos))
+            self.publishers[key] = create(self.backend.cls(spec.msg_type), spec.name, ros_qos(spec.qos))
         self._load_model()
 
     def _load_model(self) -> None:
+        from rclpy.parameter import Parameter
+
         from .core import PartSegCore, load_segmenter
 
         params = self.parameters()
         self.segmenter = load_segmenter(params)
+        if self.segmenter.precision != params["precision"]:  # bf16 on a CPU runs fp32: the parameter says so too
+            self.node.set_parameters([Parameter("precision", value=self.segmenter.precision)])
         clock = self.node.get_clock()
         self.core = PartSegCore(
             self.segmenter, self.factory, self.publish,
@@ -101,7 +161,10 @@ class PartSegRos:
             publish_overlay=bool(params["publish_overlay"]), now_ns=lambda: clock.now().nanoseconds,
             warn=self.node.get_logger().warning, name=self.node.get_name(),
         )
-        self.node.get_logger().info(f"loaded {self.segmenter.description} on {self.segmenter.device}")
+        logger = self.node.get_logger()
+        logger.info(f"loaded {self.segmenter.description} on {self.segmenter.device} ({self.segmenter.precision})")
+        if self.segmenter.caveat:
+            logger.warning(self.segmenter.caveat)
 
     def _free_model(self) -> None:
         device = getattr(self.segmenter, "device", None)
@@ -113,13 +176,17 @@ class PartSegRos:
             torch.cuda.empty_cache()
 
     def activate(self) -> None:
+        from rclpy.clock import Clock, ClockType
+
         if self.core is None:  # freed by deactivate
             self._load_model()
         params = self.parameters()
         topic, type_name = topics.input_topic(params["image_topic"], params["image_transport"])
         self.subscription = self.node.create_subscription(
             self.backend.cls(type_name), topic, self.on_image, ros_qos(topics.INPUT_QOS_CHOICES[params["input_qos"]]))
-        self.timer = self.node.create_timer(float(params["diagnostics_period"]), self.on_diagnostics_timer)
+        # steady clock: under use_sim_time without /clock a ROS-time timer never fires and diagnostics would stop
+        self.timer = self.node.create_timer(float(params["diagnostics_period"]), self.on_diagnostics_timer,
+                                            clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.publish("label_info", self.core.label_info_message())
         self.core.start()
         self.node.get_logger().info(f"segmenting {self.subscription.topic_name} -> {topics.resolve('parts', self.node.get_namespace())}/*")
@@ -137,9 +204,16 @@ class PartSegRos:
 
     def cleanup(self) -> None:
         self.deactivate()
+        destroy = self.node.destroy_lifecycle_publisher if self.lifecycle else self.node.destroy_publisher
         for pub in self.publishers.values():
-            self.node.destroy_publisher(pub)
+            destroy(pub)
         self.publishers.clear()
+
+    def close(self) -> None:
+        """Before the node is destroyed: release everything, stop forwarding Python logging."""
+        self.cleanup()
+        for name in LOGGED_PACKAGES:
+            logging.getLogger(name).removeHandler(self.log_handler)
 
     # -- callbacks
     def on_image(self, msg) -> None:
@@ -151,10 +225,28 @@ class PartSegRos:
         self.publish("diagnostics", self.core.diagnostics_message())
 
     def publish(self, key: str, msg: Any) -> None:
-        """PartSegCore's output: called from the worker thread (rclpy publishers are thread-safe)."""
+        """PartSegCore's output, from the worker thread (rclpy publishers are thread-safe); a lifecycle
+        publisher drops messages while the node is inactive."""
         pub = self.publishers.get(key)
         if pub is not None:
             pub.publish(msg)
+
+
+def parameter_descriptor(name: str):
+    """ParameterDescriptor from topics.PARAMETERS: description, choices as text, bounds as a range."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    spec = topics.PARAMETERS[name]
+    choices = [*spec.choices, *([spec.pattern] if spec.pattern else [])]
+    descriptor = ParameterDescriptor(description=spec.description,
+                                     additional_constraints=f"one of {', '.join(choices)}" if choices else "",
+                                     read_only=False)
+    if spec.bounds and isinstance(spec.default, float):
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.bounds[0]),
+                                                              to_value=float(spec.bounds[1]))]
+    elif spec.bounds:
+        descriptor.integer_range = [IntegerRange(from_value=int(spec.bounds[0]), to_value=int(spec.bounds[1]))]
+    return descriptor
 
 
 @lru_cache(maxsize=1)
@@ -168,40 +260,55 @@ def node_classes() -> tuple[type, type]:
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(topics.NODE_NAME, **kwargs)
+            self.finished = threading.Event()  # never set: a plain node runs until a signal
             self.part_seg = PartSegRos(self)
             self.part_seg.configure()
             self.part_seg.activate()
 
         def release(self) -> None:
             """Stop the worker and free the model before the node is destroyed."""
-            self.part_seg.cleanup()
+            self.part_seg.close()
 
     class LifecyclePartSegNode(LifecycleNode):
-        """Managed node: `ros2 lifecycle set /part_seg configure|activate|deactivate|cleanup`."""
+        """Managed node: `ros2 lifecycle set /part_seg configure|activate|deactivate|cleanup|shutdown`.
+
+        Every transition either completes or rolls back what it started and returns FAILURE with a logged
+        reason, so a failed step never leaves publishers, subscriptions or a model behind.
+        """
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(topics.NODE_NAME, **kwargs)
-            self.part_seg = PartSegRos(self)
+            self.finished = threading.Event()  # set when finalized: the process exits
+            self.part_seg = PartSegRos(self, lifecycle=True)
+
+        def _failed(self, step: str, exc: Exception) -> TransitionCallbackReturn:
+            self.get_logger().error(f"{step} failed: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
 
         def on_configure(self, state: State) -> TransitionCallbackReturn:
             """unconfigured -> inactive: create the publishers, load the model."""
             try:
                 self.part_seg.configure()
             except Exception as exc:  # stay unconfigured and say why, instead of an ERROR transition
-                self.get_logger().error(f"configure failed: {type(exc).__name__}: {exc}")
                 self.part_seg.cleanup()
-                return TransitionCallbackReturn.FAILURE
+                return self._failed("configure", exc)
             return TransitionCallbackReturn.SUCCESS
 
         def on_activate(self, state: State) -> TransitionCallbackReturn:
-            """inactive -> active: subscribe to images, start the worker, publish label_info."""
-            self.part_seg.activate()
+            """inactive -> active: enable the publishers, subscribe, start the worker, publish label_info."""
+            super().on_activate(state)  # lifecycle publishers publish from here on
+            try:
+                self.part_seg.activate()
+            except Exception as exc:  # roll back to a clean inactive node (rclpy would swallow it as ERROR)
+                self.part_seg.deactivate()
+                super().on_deactivate(state)
+                return self._failed("activate", exc)
             return TransitionCallbackReturn.SUCCESS
 
         def on_deactivate(self, state: State) -> TransitionCallbackReturn:
             """active -> inactive: unsubscribe, stop the worker, free the model and its GPU memory."""
             self.part_seg.deactivate()
-            return TransitionCallbackReturn.SUCCESS
+            return super().on_deactivate(state)
 
         def on_cleanup(self, state: State) -> TransitionCallbackReturn:
             """inactive -> unconfigured: destroy the publishers."""
@@ -209,33 +316,62 @@ def node_classes() -> tuple[type, type]:
             return TransitionCallbackReturn.SUCCESS
 
         def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-            """any -> finalized: as cleanup."""
+            """any -> finalized: release everything; main() then exits."""
+            self.part_seg.cleanup()
+            self.finished.set()
+            return TransitionCallbackReturn.SUCCESS
+
+        def on_error(self, state: State) -> TransitionCallbackReturn:
+            """An exception in a transition: release everything and return to unconfigured."""
+            self.get_logger().error(f"error while in {state.label}: releasing everything, back to unconfigured")
             self.part_seg.cleanup()
             return TransitionCallbackReturn.SUCCESS
 
         def release(self) -> None:
             """Stop the worker and free the model before the node is destroyed."""
-            self.part_seg.cleanup()
+            self.part_seg.close()
 
     return PartSegNode, LifecyclePartSegNode
 
 
-def run_ros(lifecycle: bool, rcl_args: Sequence[str]) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+def _rcl_error_line(exc: Exception) -> str:
+    """rcl's error text without its C source location and traceback tail."""
+    return str(exc).split(", at ")[0].splitlines()[0]
 
-    rclpy.init(args=list(rcl_args))
-    node = None
+
+def run_ros(lifecycle: bool, rcl_args: Sequence[str]) -> int:
+    """Run the rclpy node until Ctrl-C / SIGTERM, or (lifecycle) until it is finalized.
+
+    rclpy's own signal handler would shut the context down at once, while the worker may still be
+    publishing ("publisher's context is invalid"); here a signal only ends the wait, then the worker
+    stops, the node is destroyed, and only then the context shuts down.
+    """
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    try:
+        rclpy.init(args=list(rcl_args), signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as exc:  # RCLError: a -p value or params file rcl cannot parse
+        print(f"{topics.EXECUTABLE}: error: {_rcl_error_line(exc)}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # launch's escalation: stop as on Ctrl-C
+    node = executor = None
     try:
         plain, managed = node_classes()
         node = (managed if lifecycle else plain)()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        threading.Thread(target=executor.spin, name="rclpy-executor", daemon=True).start()
+        node.finished.wait()  # a lifecycle shutdown sets it; a signal raises KeyboardInterrupt here
+    except KeyboardInterrupt:
         pass
     except WpsSamError as exc:
         print(f"{topics.EXECUTABLE}: error: {exc}", file=sys.stderr)
         return 2
     finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=10.0)  # waits for the callback in progress
         if node is not None:
             node.release()
             node.destroy_node()
@@ -245,8 +381,6 @@ def run_ros(lifecycle: bool, rcl_args: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`part_seg_node [--lifecycle] [--transport ros|dds] [--ros-args ...]` (console script)."""
-    import logging
-
     from .params import split_ros_args
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -5,6 +5,7 @@ The rclpy node gets these from rcl; the ROS-less transport reads the same files 
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,7 +17,7 @@ from . import topics
 
 
 def coerce(name: str, value: Any) -> Any:
-    """Check a value against the parameter's declared type (the default's), as rcl does."""
+    """Check a value against the parameter's declared type (the default's); ints are accepted for floats."""
     if name not in topics.PARAMETERS:
         raise WpsSamError(f"unknown parameter {name!r}; known: {', '.join(topics.PARAMETERS)}")
     default = topics.PARAMETERS[name].default
@@ -32,6 +33,23 @@ def coerce(name: str, value: Any) -> Any:
     if not ok:
         raise WpsSamError(f"parameter {name}: expected {type(default).__name__}, got {value!r}")
     return value
+
+
+def check(name: str, value: Any) -> Any:
+    """coerce + the parameter's choices and bounds: the one rule for every transport; returns the value."""
+    value = coerce(name, value)
+    spec = topics.PARAMETERS[name]
+    if spec.choices and value not in spec.choices and not (spec.pattern and re.fullmatch(spec.pattern, value)):
+        extra = f" or {spec.pattern}" if spec.pattern else ""
+        raise WpsSamError(f"parameter {name}={value!r} is not one of {list(spec.choices)}{extra}")
+    if spec.bounds and not spec.bounds[0] <= value <= spec.bounds[1]:
+        raise WpsSamError(f"parameter {name}={value!r} is out of range [{spec.bounds[0]}, {spec.bounds[1]}]")
+    return value
+
+
+def check_all(params: dict[str, Any]) -> dict[str, Any]:
+    """check() on every known parameter in `params`; other names (rclpy's use_sim_time, ...) pass untouched."""
+    return {name: check(name, value) if name in topics.PARAMETERS else value for name, value in params.items()}
 
 
 def read_params_file(path: str | Path, node_name: str = topics.NODE_NAME, namespace: str = "") -> dict[str, Any]:
@@ -53,7 +71,7 @@ def read_params_file(path: str | Path, node_name: str = topics.NODE_NAME, namesp
             params = section.get("ros__parameters")
             if not isinstance(params, dict):
                 raise WpsSamError(f"{path}: section {key!r} has no ros__parameters mapping")
-            out.update({name: coerce(name, value) for name, value in params.items()})
+            out.update({name: check(name, value) for name, value in params.items()})
     return out
 
 
@@ -104,7 +122,7 @@ def parse_ros_args(argv: Sequence[str]) -> tuple[dict[str, Any], str, str]:
     for path in files:
         params.update(read_params_file(path, node_name, namespace))
     for key, value in overrides:
-        params[key] = coerce(key, value)
+        params[key] = check(key, value)
     return params, node_name, namespace
 
 

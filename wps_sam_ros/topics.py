@@ -79,10 +79,17 @@ IMAGE_TRANSPORT_CHOICES = ("raw", "compressed")
 
 @dataclass(frozen=True)
 class ParameterSpec:
-    default: Any
+    default: Any  # its type is the parameter's type (an int is accepted for a float, as rcl YAML gives 1 for 1.0)
     description: str
     runtime: bool = False  # may change while running (set-parameters callback); else needs a restart
     choices: tuple[str, ...] = ()
+    pattern: str = ""  # regular expression of values accepted besides `choices` (device: cuda:N)
+    bounds: tuple[float, float] | None = None  # inclusive [low, high]; also the ROS descriptor's range
+
+    @property
+    def closed_choices(self) -> tuple[str, ...]:
+        """Choices a launch argument can enforce: none when a pattern admits more values."""
+        return () if self.pattern else self.choices
 
 
 PARAMETERS: dict[str, ParameterSpec] = {
@@ -96,16 +103,21 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "sam_type": ParameterSpec("", "SAM type (vit_b, vit_l, vit_h, tiny, ...); empty = the prompter's"),
     "sam_checkpoint": ParameterSpec("", "official SAM checkpoint file; empty with an empty prompter = embedded model"),
     "prompter_checkpoint": ParameterSpec("", "prompter checkpoint (.safetensors); empty = the embedded default model"),
-    "device": ParameterSpec("auto", "auto (cuda if available), cuda, cuda:N or cpu", choices=DEVICE_CHOICES),
+    "device": ParameterSpec("auto", "auto (cuda if available), cuda, cuda:N or cpu", choices=DEVICE_CHOICES,
+                            pattern=r"cuda:\d+"),
     "precision": ParameterSpec("fp32", "fp32, bf16 or fp16 (half precisions need a GPU)", choices=PRECISION_CHOICES),
-    "score_threshold": ParameterSpec(0.5, "keep parts whose class probability is at least this [0, 1]", runtime=True),
+    "score_threshold": ParameterSpec(0.5, "keep parts whose class probability is at least this [0, 1]", runtime=True,
+                                     bounds=(0.0, 1.0)),
     "mask_threshold": ParameterSpec(0.0, "SAM mask logit threshold", runtime=True),
-    "max_instances": ParameterSpec(25, "at most this many parts per frame [1, 65535]", runtime=True),
+    "max_instances": ParameterSpec(25, "at most this many parts per frame [1, 65535]", runtime=True,
+                                   bounds=(1, 65535)),
     "class_filter": ParameterSpec("", "comma-separated class names to keep; empty = all classes", runtime=True),
     "overlap": ParameterSpec(OVERLAP_CHOICES[0], "who keeps overlapping pixels: smaller_on_top (nested parts stay "
                              "visible) or score", runtime=True, choices=OVERLAP_CHOICES),
     "publish_overlay": ParameterSpec(True, "publish parts/overlay (only built while someone subscribes)", runtime=True),
-    "diagnostics_period": ParameterSpec(1.0, "seconds between /diagnostics messages"),
+    # above 0: rcl's timer with period 0 is always ready (a busy loop flooding /diagnostics)
+    "diagnostics_period": ParameterSpec(1.0, "seconds between /diagnostics messages [0.01, 3600]",
+                                        bounds=(0.01, 3600.0)),
 }
 
 RUNTIME_PARAMETERS = tuple(name for name, spec in PARAMETERS.items() if spec.runtime)
@@ -120,14 +132,18 @@ class LaunchArgument:
 
 # Launch arguments named like a parameter override it when non-empty; empty keeps the params_file
 # value, so editing the YAML is never silently undone by a launch default.
-PARAMETER_ARGUMENTS = ("image_topic", "sam_checkpoint", "prompter_checkpoint", "device")
+PARAMETER_ARGUMENTS = ("image_topic", "image_transport", "input_qos", "sam_checkpoint", "prompter_checkpoint",
+                       "device")
 LAUNCH_ARGUMENTS: dict[str, LaunchArgument] = {
     # the launch file turns this default into PathJoinSubstitution([FindPackageShare(PACKAGE), ...])
     "params_file": LaunchArgument(f"$(find-pkg-share {PACKAGE})/config/{CONFIG_FILE}", "node parameters YAML"),
     **{name: LaunchArgument(
         "", f"sets the {name} parameter; empty = the params_file value (shipped: {PARAMETERS[name].default!r})",
-        ("", *PARAMETERS[name].choices) if PARAMETERS[name].choices else ())
+        ("", *PARAMETERS[name].closed_choices) if PARAMETERS[name].closed_choices else ())
        for name in PARAMETER_ARGUMENTS},
+    # rclpy's own parameter (the node's clock): empty keeps the params_file value
+    "use_sim_time": LaunchArgument("", "use /clock (simulation or bag playback time); empty = the params_file value",
+                                   ("", "true", "false")),
     "namespace": LaunchArgument("", "node namespace: outputs become /<namespace>/parts/..."),
     "use_lifecycle": LaunchArgument("false", "run the managed (lifecycle) node", ("true", "false")),
     "autostart": LaunchArgument("true", "lifecycle node only: configure and activate at launch", ("true", "false")),
