@@ -4,6 +4,12 @@ OUT holds every input message unchanged plus the part topics (topics.OUTPUT_TOPI
 written at the bag timestamp of the image they came from, so `ros2 bag play OUT` replays camera and
 parts in step. Raw (sensor_msgs/Image) and compressed (sensor_msgs/CompressedImage) topics work.
 The bag is written to a temporary folder next to OUT and renamed into place when complete.
+
+Bags of every ROS 2 release are read: Crystal..Eloquent wrote type names without `/msg/`
+(`sensor_msgs/Image`), sometimes no metadata.yaml, and sqlite3 bags before Iron store no message
+definitions; such names are normalised (modern_type_name), definitions come from the built-in Humble
+type store, and OUT carries the modern names so current ROS 2 can play it. rosbags' rosbag2 Reader is
+used directly, so a rosbag2 folder named `*.bag` is not taken for a ROS 1 bag.
 """
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ import logging
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from wps_sam_core.errors import WpsSamError
 
@@ -21,6 +28,7 @@ from . import topics
 
 log = logging.getLogger(__name__)
 STORAGES = ("sqlite3", "mcap")
+STORAGE_SUFFIXES = (".db3", ".mcap")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,11 +72,54 @@ def input_storage(path: Path) -> str:
     return "sqlite3"
 
 
+def modern_type_name(name: str) -> str:
+    """`pkg/Type` (ROS 2 Crystal..Eloquent bags, ROS 1) -> `pkg/msg/Type`; other names are returned as given."""
+    parts = name.split("/")
+    return f"{parts[0]}/msg/{parts[1]}" if len(parts) == 2 and all(parts) else name
+
+
+def reader_path(src: Path) -> Path:
+    """What rosbags' Reader opens for IN: a folder with metadata.yaml, or one .db3/.mcap file."""
+    if src.is_dir():
+        if (src / "metadata.yaml").exists():
+            return src
+        # early rosbag2 (Crystal) wrote no metadata.yaml; a lone storage file describes its own topics
+        files = sorted(p for p in src.iterdir() if p.suffix in STORAGE_SUFFIXES)
+        if len(files) == 1:
+            return files[0]
+        found = ", ".join(p.name for p in files) or "no .db3 or .mcap file"
+        raise WpsSamError(f"{src} has no metadata.yaml and {found}; give a single .db3 or .mcap file as IN")
+    if src.suffix == ".bag":
+        raise WpsSamError(f"{src} is a ROS 1 bag; convert it to rosbag2 first: rosbags-convert --src {src} --dst DIR")
+    if src.suffix not in STORAGE_SUFFIXES:
+        raise WpsSamError(f"{src}: unknown bag file type {src.suffix!r}; expected a rosbag2 folder, .db3 or .mcap")
+    return src
+
+
+@contextmanager
+def open_reader(src: Path) -> Iterator[Any]:
+    """rosbags' rosbag2 Reader on IN; unreadable files become one-line errors."""
+    from rosbags.rosbag2 import Reader, ReaderError
+
+    try:
+        reader = Reader(reader_path(src))
+        reader.open()
+    except ReaderError as exc:
+        raise WpsSamError(f"cannot read bag {src}: {exc}") from None
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
 def pick_image_connections(connections, image_topic: str, compressed: str) -> list:
-    """The connections to segment, by --image-topic and --compressed."""
+    """The connections to segment, by --image-topic and --compressed (type names of any ROS 2 release)."""
     raw_type, comp_type = topics.RAW_IMAGE_TYPE, topics.COMPRESSED_IMAGE_TYPE
     comp_topic = image_topic.rstrip("/") + topics.COMPRESSED_SUFFIX
-    by_topic = lambda t, types: [c for c in connections if c.topic == t and c.msgtype in types]  # noqa: E731
+
+    def by_topic(topic: str, types: tuple[str, ...]) -> list:
+        return [c for c in connections if c.topic == topic and modern_type_name(c.msgtype) in types]
+
     if compressed == "no":
         picked = by_topic(image_topic, (raw_type,))
     elif compressed == "yes":
@@ -95,7 +146,7 @@ def _qos_profile(spec: topics.QosSpec):
 def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: str = "auto",
                 storage: str = "auto", overlay: bool = False) -> dict[str, int]:
     """Write dst = src + part topics; returns messages per output topic. Atomic: all or nothing."""
-    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
 
     from .core import PartSegCore
@@ -112,7 +163,8 @@ def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: s
     try:
         tmp_bag = staging / dst.name
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        with Reader(src) as reader, Writer(tmp_bag, version=Writer.VERSION_LATEST, storage_plugin=plugin) as writer:
+        writer = Writer(tmp_bag, version=Writer.VERSION_LATEST, storage_plugin=plugin)
+        with open_reader(src) as reader, writer:
             images = {c.id for c in pick_image_connections(reader.connections, image_topic, compressed)}
             copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
             outputs: dict[str, Any] = {}
@@ -136,7 +188,7 @@ def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: s
                 writer.write(copies[conn.id], timestamp, raw)
                 if conn.id not in images:
                     continue
-                msg = typestore.deserialize_cdr(raw, conn.msgtype)
+                msg = typestore.deserialize_cdr(raw, modern_type_name(conn.msgtype))
                 if not label_info_written:  # latched topic: once, before the first parts
                     write("label_info", timestamp, core.label_info_message(msg.header))
                     label_info_written = True
@@ -169,15 +221,18 @@ def _alive(pid: int) -> bool:
 
 
 def _copy_connection(writer, conn, typestore):
-    """The input connection in the output bag: same topic, type, definition, QoS."""
+    """The input connection in the output bag: same topic, definition, QoS; the type under its modern name."""
+    msgtype = modern_type_name(conn.msgtype)
     msgdef = conn.msgdef.data if conn.msgdef and conn.msgdef.data else None
     digest = conn.digest or None
     if msgdef is None or digest is None:  # older bags lack definitions: take them from the typestore
-        if conn.msgtype not in typestore.fielddefs:
-            raise WpsSamError(f"topic {conn.topic}: no message definition for {conn.msgtype} in the bag or typestore")
-        return writer.add_connection(conn.topic, conn.msgtype, typestore=typestore,
+        if msgtype not in typestore.fielddefs:
+            in_bag = "has no type hash in the bag" if msgdef else "is defined neither in the bag"
+            raise WpsSamError(f"topic {conn.topic}: type {conn.msgtype} {in_bag} nor in the built-in ROS 2 Humble "
+                              f"type store; cannot copy it")
+        return writer.add_connection(conn.topic, msgtype, typestore=typestore,
                                      serialization_format=conn.ext.serialization_format,
                                      offered_qos_profiles=conn.ext.offered_qos_profiles)
-    return writer.add_connection(conn.topic, conn.msgtype, msgdef=msgdef, rihs01=digest,
+    return writer.add_connection(conn.topic, msgtype, msgdef=msgdef, rihs01=digest,
                                  serialization_format=conn.ext.serialization_format,
                                  offered_qos_profiles=conn.ext.offered_qos_profiles)
