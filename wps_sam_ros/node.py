@@ -26,6 +26,9 @@ from . import topics
 from .params import check, check_all
 
 
+# Logged once the node runs (what a parent process waits for: node_process.py)
+ROS_READY_MARK = "segmenting"
+LIFECYCLE_READY_MARK = "unconfigured, waiting for"
 LOGGED_PACKAGES = ("wps_sam_core", "wps_sam_ros")  # their Python logging goes to the node's ROS logger
 
 
@@ -189,7 +192,8 @@ class PartSegRos:
                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.publish("label_info", self.core.label_info_message())
         self.core.start()
-        self.node.get_logger().info(f"segmenting {self.subscription.topic_name} -> {topics.resolve('parts', self.node.get_namespace())}/*")
+        outputs = topics.resolve("parts", self.node.get_namespace())
+        self.node.get_logger().info(f"{ROS_READY_MARK} {self.subscription.topic_name} -> {outputs}/*")
 
     def deactivate(self) -> None:
         if self.core is not None:
@@ -280,6 +284,8 @@ def node_classes() -> tuple[type, type]:
             super().__init__(topics.NODE_NAME, **kwargs)
             self.finished = threading.Event()  # set when finalized: the process exits
             self.part_seg = PartSegRos(self, lifecycle=True)
+            self.get_logger().info(f"{LIFECYCLE_READY_MARK} configure "
+                                   f"(ros2 lifecycle set {self.get_fully_qualified_name()} configure)")
 
         def _failed(self, step: str, exc: Exception) -> TransitionCallbackReturn:
             self.get_logger().error(f"{step} failed: {type(exc).__name__}: {exc}")

@@ -1,5 +1,6 @@
-"""`part_seg_node --transport dds` as a child process: the node exactly as a user starts it, for the
-DDS tests, the node benchmark and the soak run (one place for start-up, log capture and shutdown)."""
+"""`part_seg_node` as a child process: the node exactly as a user starts it (DDS transport, or the rclpy
+node where ROS 2 is sourced), for the DDS and rclpy tests, the node benchmark and the soak run (one place
+for start-up, log capture and shutdown)."""
 from __future__ import annotations
 
 import os
@@ -9,11 +10,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .dds import LOOPBACK_CONFIG, READY_MARK
+from .node import LIFECYCLE_READY_MARK, ROS_READY_MARK
 
 REPO = Path(__file__).resolve().parents[1]  # on PYTHONPATH: the child imports this very checkout
 
@@ -23,12 +25,20 @@ class NodeProcess:
     Ctrl-C would, then kill if it hangs); the child's stdout+stderr is kept in `log`."""
 
     def __init__(self, params: Mapping[str, Any], domain_id: int, threads: int | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
-        self.cmd = [sys.executable, "-m", "wps_sam_ros.node", "--transport", "dds", "--domain-id", str(domain_id),
-                    "--ros-args"]
+                 env: Mapping[str, str] | None = None, transport: str = "dds", lifecycle: bool = False,
+                 ros_args: Sequence[str] = (), ready_mark: str | None = None) -> None:
+        """transport "ros" runs the rclpy node (ROS_DOMAIN_ID = domain_id); `ros_args` go after the -p flags;
+        start() waits for `ready_mark` in the log (default: the transport's own start-up line)."""
+        own = ["--domain-id", str(domain_id)] if transport == "dds" else (["--lifecycle"] if lifecycle else [])
+        self.cmd = [sys.executable, "-m", "wps_sam_ros.node", "--transport", transport, *own, "--ros-args"]
         for name, value in params.items():
             self.cmd += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
-        self.env = {**os.environ, **(env or {}), "CYCLONEDDS_URI": LOOPBACK_CONFIG,
+        self.cmd += list(ros_args)
+        if ready_mark is None:
+            ready_mark = READY_MARK if transport == "dds" else (LIFECYCLE_READY_MARK if lifecycle else ROS_READY_MARK)
+        self.ready_mark = ready_mark
+        self.env = {**os.environ, **(env or {}), "CYCLONEDDS_URI": LOOPBACK_CONFIG, "ROS_DOMAIN_ID": str(domain_id),
+                    "PYTHONUNBUFFERED": "1",
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         if threads is not None:
             self.env["OMP_NUM_THREADS"] = str(threads)
@@ -63,7 +73,7 @@ class NodeProcess:
             except queue.Empty:
                 continue
             self._log.append(line)
-            if READY_MARK in line:
+            if self.ready_mark in line:
                 return self
         self.stop(timeout=5)
         raise RuntimeError(f"node did not start within {timeout:.0f} s (exit code {self.returncode}):\n{self.log}")
