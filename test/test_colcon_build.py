@@ -38,6 +38,8 @@ def test_colcon_build_installs_node_launch_and_config(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # colcon prints a package's stderr as a warning block; setup.py must give it nothing to say
+    assert "Unknown distribution option" not in result.stdout + result.stderr, result.stderr[-3000:]
     prefix = tmp_path / "install" / topics.PACKAGE
     node = prefix / "lib" / topics.PACKAGE / topics.EXECUTABLE
     launch = prefix / "share" / topics.PACKAGE / "launch" / topics.LAUNCH_FILE

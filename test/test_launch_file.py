@@ -5,6 +5,7 @@ Needs a sourced ROS 2 workspace with this package built (`colcon build && colcon
 """
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
@@ -37,6 +38,7 @@ LAUNCH_FILE = SHARE / "launch" / topics.LAUNCH_FILE
 NAMESPACE = "lt_launch"
 IMAGE_TOPIC = f"/{NAMESPACE}/image"
 NODE = f"/{NAMESPACE}/{topics.NODE_NAME}"
+EMBEDDED_NS = "lt_embedded"
 
 
 def test_installed_launch_file_declares_the_topics_arguments():
@@ -117,9 +119,92 @@ def test_autostart_reaches_active_and_deactivate_stops_output(probe):
     result = call(probe, ChangeState, f"{NODE}/change_state",
                   ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
     assert result.success and lifecycle_state(probe) == State.PRIMARY_STATE_INACTIVE
+    # autostart must not undo the user's deactivate (it reacts to configuring -> inactive only, once)
+    states = []
+    for _ in range(10):
+        rclpy.spin_once(probe, timeout_sec=0.2)
+        states.append(lifecycle_state(probe))
+    assert set(states) == {State.PRIMARY_STATE_INACTIVE}, states
     feed_until(lambda: False, 1.0)  # let in-flight frames land
     count = len(masks)
     assert not feed_until(lambda: len(masks) > count, 3.0), "inactive node still publishes"
     result = call(probe, ChangeState, f"{NODE}/change_state",
                   ChangeState.Request(transition=Transition(id=Transition.TRANSITION_CLEANUP)))
     assert result.success and lifecycle_state(probe) == State.PRIMARY_STATE_UNCONFIGURED
+
+
+def load_launch_module():
+    spec = importlib.util.spec_from_file_location("part_seg_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_device_argument_accepts_cuda_index():
+    """launch checks choices when the argument is executed: cuda:1 must pass (the node judges devices)."""
+    from launch import LaunchContext
+
+    description = get_launch_description_from_python_launch_file(str(LAUNCH_FILE))
+    device = next(arg for arg in description.get_launch_arguments() if arg.name == "device")
+    context = LaunchContext()
+    context.launch_configurations["device"] = "cuda:1"
+    device.execute(context)  # raises if "cuda:1" is not among the choices
+    assert context.launch_configurations["device"] == "cuda:1"
+
+
+def test_typos_and_parameter_names_on_the_launch_line_are_warned_about():
+    from launch import LaunchContext
+
+    context = LaunchContext()
+    for name, value in (("image_tpoic", "/cam"), ("score_threshold", "0.3"), ("robot_model", "x"),
+                        ("image_topic", "/cam")):
+        context.launch_configurations[name] = value
+    warnings = load_launch_module().suspicious_arguments(context)
+    assert len(warnings) == 2, warnings
+    assert "'image_tpoic' ignored; did you mean 'image_topic'" in warnings[0]
+    assert "'score_threshold' is a node parameter" in warnings[1]
+
+
+@launch_pytest.fixture(scope="module")
+def embedded_launch():
+    """The launch file as a user starts it first: no checkpoint (embedded model), compressed input."""
+    include = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
+        launch_arguments={"namespace": EMBEDDED_NS, "image_topic": f"/{EMBEDDED_NS}/image", "device": "cpu",
+                          "image_transport": "compressed", "input_qos": "reliable", "use_sim_time": "false"}.items(),
+    )
+    return LaunchDescription([include, launch_pytest.actions.ReadyToTest()])
+
+
+@pytest.mark.launch(fixture=embedded_launch)
+def test_launch_arguments_reach_the_node_and_the_demo_model_says_what_it_is(probe):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+    from sensor_msgs.msg import CompressedImage
+
+    from wps_sam_ros.conversions import encode_compressed
+
+    node = f"/{EMBEDDED_NS}/{topics.NODE_NAME}"
+    names = ["image_transport", "input_qos", "device", "use_sim_time", "prompter_checkpoint"]
+    reply = call(probe, GetParameters, f"{node}/get_parameters", GetParameters.Request(names=names), timeout=120)
+    assert [parameter_value_to_python(v) for v in reply.values] == ["compressed", "reliable", "cpu", False, ""]
+
+    factory = MessageFactory(RclpyBackend())
+    masks, diagnostics = [], []
+    reliable = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+    probe.create_subscription(Image, f"/{EMBEDDED_NS}/parts/masks", masks.append, reliable)
+    probe.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, reliable)
+    camera = probe.create_publisher(CompressedImage, f"/{EMBEDDED_NS}/image/compressed", reliable)
+    stamp = time.time_ns()
+    jpeg = factory.compressed_image(factory.header(stamp, "cam"), *encode_compressed(random_image(96, 128), "jpeg"))
+    deadline = time.monotonic() + 120
+    while not masks and time.monotonic() < deadline:
+        camera.publish(jpeg)
+        rclpy.spin_once(probe, timeout_sec=0.2)
+    assert masks and masks[0].header.stamp.sec * 10**9 + masks[0].header.stamp.nanosec == stamp
+    mine = lambda: [d.status[0] for d in diagnostics if d.status and d.status[0].name.startswith(topics.NODE_NAME)]  # noqa: E731
+    while not mine() and time.monotonic() < deadline:
+        rclpy.spin_once(probe, timeout_sec=0.2)
+    status = mine()[-1]
+    assert status.level == 1 and "demo model" in status.message  # WARN: the demo model knows no real objects

@@ -24,7 +24,7 @@ from launch import LaunchDescription  # noqa: E402
 from launch_ros.actions import Node  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray, LabelInfo  # noqa: E402
 
@@ -80,41 +80,69 @@ def set_parameter(probe, name: str, value, type_: Parameter.Type):
     return future.result().results[0]
 
 
+def frame(factory, stamp: int, encoding: str, seed: int):
+    rgb = random_image(48, 64, seed)
+    pixels = {"rgb8": rgb, "bgr8": np.ascontiguousarray(rgb[:, :, ::-1]),
+              "mono8": np.ascontiguousarray(rgb.mean(axis=2).astype(np.uint8))}[encoding]
+    return factory.image(factory.header(stamp, "cam"), pixels, encoding)
+
+
 @pytest.mark.launch(fixture=node_under_test)
-def test_node_answers_with_standard_messages(probe):
+def test_node_answers_camera_encodings_with_standard_messages(probe):
+    """A camera driver's publisher (sensor_data QoS) in rgb8, bgr8 and mono8; every per-frame output, the
+    overlay included while subscribed, carries the frame's header; /diagnostics counts the frames."""
     factory = MessageFactory(RclpyBackend())
-    got = {"masks": [], "instance_masks": [], "instances": [], "label_info": [], "diagnostics": []}
+    got = {"masks": [], "instance_masks": [], "instances": [], "overlay": [], "diagnostics": []}
     reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    for key, msg_type, qos in (("masks", Image, reliable), ("instance_masks", Image, reliable),
-                               ("instances", Detection2DArray, reliable), ("label_info", LabelInfo, latched),
-                               ("diagnostics", DiagnosticArray, reliable)):
+    for key, msg_type in (("masks", Image), ("instance_masks", Image), ("instances", Detection2DArray),
+                          ("overlay", Image), ("diagnostics", DiagnosticArray)):
         topic = topics.resolve(topics.OUTPUT_TOPICS[key].name, NAMESPACE)
-        probe.create_subscription(msg_type, topic, lambda m, k=key: got[k].append(m), qos)
-    camera = probe.create_publisher(Image, IMAGE_TOPIC, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
-    sent: list[int] = []
+        probe.create_subscription(msg_type, topic, lambda m, k=key: got[k].append(m), reliable)
+    camera = probe.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
 
-    def publish():  # until the node (loading its model) answers: a new frame every call
-        if not sent or time.monotonic() - publish.last > 0.5:
-            stamp = time.time_ns()
-            camera.publish(factory.image(factory.header(stamp, "cam"), random_image(48, 64, len(sent)), "rgb8"))
-            sent.append(stamp)
-            publish.last = time.monotonic()
-    publish.last = 0.0
+    def answered(stamp: int) -> bool:
+        return all(any(m.header.stamp == stamp_msg(stamp) for m in got[key])
+                   for key in ("masks", "instance_masks", "instances", "overlay"))
 
-    assert spin_until(probe, lambda: got["masks"] and got["instances"] and got["instance_masks"], 120, publish)
-    assert spin_until(probe, lambda: got["label_info"] and got["diagnostics"], 10)
-    masks, dets = got["masks"][0], got["instances"][0]
-    stamp = masks.header.stamp.sec * 10**9 + masks.header.stamp.nanosec
-    assert stamp in sent and masks.header.frame_id == "cam" and masks.encoding == "mono8"
-    same_frame = [m for m in got["instance_masks"] if m.header.stamp == masks.header.stamp]
-    ids = np.frombuffer(bytes(same_frame[0].data), "<u2").reshape(masks.height, masks.width)
-    dets = next(d for d in got["instances"] if d.header.stamp == masks.header.stamp)
-    assert {int(d.id) for d in dets.detections} == set(np.unique(ids)) - {0}
-    assert {d.results[0].hypothesis.class_id for d in dets.detections} <= set(TEST_CLASSES)
-    assert [c.class_name for c in got["label_info"][0].class_map] == ["background", *TEST_CLASSES]
-    values = {kv.key: kv.value for kv in got["diagnostics"][-1].status[0].values}
-    assert values["device"] == "cpu" and int(values["frames_received"]) >= 1
+    for seed, encoding in enumerate(("rgb8", "bgr8", "mono8")):
+        stamp = time.time_ns()
+        resend = lambda: camera.publish(frame(factory, stamp, encoding, seed))  # noqa: E731 (best effort)
+        assert spin_until(probe, lambda: answered(stamp), 120, resend), f"{encoding} frame not answered"
+        masks = next(m for m in got["masks"] if m.header.stamp == stamp_msg(stamp))
+        ids_msg = next(m for m in got["instance_masks"] if m.header.stamp == stamp_msg(stamp))
+        dets = next(d for d in got["instances"] if d.header.stamp == stamp_msg(stamp))
+        overlay = next(m for m in got["overlay"] if m.header.stamp == stamp_msg(stamp))
+        assert masks.header.frame_id == ids_msg.header.frame_id == dets.header.frame_id == "cam"
+        assert (masks.encoding, masks.height, masks.width) == ("mono8", 48, 64)
+        ids = np.frombuffer(bytes(ids_msg.data), "<u2").reshape(masks.height, masks.width)
+        assert {int(d.id) for d in dets.detections} == set(np.unique(ids)) - {0}
+        assert {d.results[0].hypothesis.class_id for d in dets.detections} <= set(TEST_CLASSES)
+        assert overlay.encoding == "rgb8" and overlay.height == 48 and overlay.width > 64  # + legend panel
+    assert spin_until(probe, lambda: got["diagnostics"] and int(diag_values(got)["frames_processed"]) >= 3, 10)
+    values = diag_values(got)
+    assert values["device"] == "cpu" and int(values["frames_received"]) >= int(values["frames_processed"]) >= 3
+
+
+@pytest.mark.launch(fixture=node_under_test)
+def test_label_info_reaches_a_late_subscriber(probe):
+    infos: list = []
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    topic = topics.resolve(topics.OUTPUT_TOPICS["label_info"].name, NAMESPACE)
+    assert spin_until(probe, lambda: probe.count_publishers(topic) == 1, 60)  # the node is up: we are late
+    probe.create_subscription(LabelInfo, topic, infos.append, latched)
+    assert spin_until(probe, lambda: infos, 10)
+    assert [c.class_name for c in infos[0].class_map] == ["background", *TEST_CLASSES]
+
+
+def stamp_msg(stamp_ns: int):
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+
+
+def diag_values(got) -> dict[str, str]:
+    ours = [d for d in got["diagnostics"] if d.status and d.status[0].name.startswith(topics.NODE_NAME)]
+    return {kv.key: kv.value for kv in ours[-1].status[0].values} if ours else {"frames_processed": "0"}
 
 
 @pytest.mark.launch(fixture=node_under_test)
@@ -126,4 +154,8 @@ def test_parameters_are_validated_at_run_time(probe):
     unknown_class = set_parameter(probe, "class_filter", "no_such_part", Parameter.Type.STRING)
     assert not unknown_class.successful and "no_such_part" in unknown_class.reason
     assert set_parameter(probe, "score_threshold", 0.2, Parameter.Type.DOUBLE).successful
+    # rclpy's own parameters are not this package's to refuse
+    assert set_parameter(probe, "use_sim_time", False, Parameter.Type.BOOL).successful
+    if hasattr(rclpy.node.Node, "add_pre_set_parameters_callback"):  # Iron+: `ros2 param set ... 1` is 1.0
+        assert set_parameter(probe, "score_threshold", 0, Parameter.Type.INTEGER).successful
     assert set_parameter(probe, "class_filter", TEST_CLASSES[0], Parameter.Type.STRING).successful
