@@ -5,7 +5,10 @@ What makes it interoperate with ROS 2 nodes on rmw_cyclonedds:
   - type names: "sensor_msgs/msg/Image" is "sensor_msgs::msg::dds_::Image_";
   - layouts: the IdlStruct types are generated from the same message definitions rosbags serialises
     (Humble typestore + msgdefs), field for field, so samples are byte-identical plain CDR (XCDR1);
-  - QoS: topics.QosSpec mapped to reliability / durability / keep-last history.
+  - QoS: topics.QosSpec mapped to reliability / durability / keep-last history;
+  - type hashes (ROS 2 Iron and later): every DataWriter and DataReader carries USER_DATA
+    `typehash=RIHS01_<sha256 hex>;`, the string rmw_cyclonedds_cpp writes and reads back from discovery;
+  - dispose / unregister samples (a publisher leaving) are not frames: they are skipped.
 The transport never imports rclpy. `part_seg_node --transport dds --ros-args ...` runs it.
 """
 from __future__ import annotations
@@ -121,14 +124,49 @@ class DdsBackend:
         return int(value)
 
 
-def dds_qos(spec: topics.QosSpec):
+# ---- type hashes (REP 2011, ROS 2 Iron and later) ------------------------------------------------
+@lru_cache(maxsize=1)
+def _jazzy_typestore():
+    """rosbags' ROS 2 Jazzy typestore plus vision_msgs 4.1 (msgdefs): the definitions Jazzy hashes."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    from .msgdefs import VISION_MSGS
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    types: dict = {}
+    for name, text in VISION_MSGS.items():
+        types.update(get_types_from_msg(text, name))
+    store.register(types)
+    return store
+
+
+@lru_cache(maxsize=None)
+def type_hash(ros_type: str) -> str:
+    """The RIHS01 type hash ROS 2 Jazzy computes for a message type ('RIHS01_' + 64 lowercase hex).
+
+    Hashed from the Jazzy definitions; the IdlStruct layouts come from the Humble ones, and
+    test_dds_wire checks that both give the same hash (= the same layout) for every type the node uses.
+    """
+    return _jazzy_typestore().hash_rihs01(ros_type)
+
+
+def user_data(ros_type: str) -> bytes:
+    """Endpoint USER_DATA as rmw_cyclonedds_cpp writes it (rmw_dds_common::encode_type_hash_for_user_data_qos)."""
+    return f"typehash={type_hash(ros_type)};".encode("ascii")
+
+
+def dds_qos(spec: topics.QosSpec, ros_type: str | None = None):
+    """Cyclone QoS for a QosSpec; with `ros_type`, plus the USER_DATA type hash ROS 2 peers expect."""
     from cyclonedds.qos import Policy, Qos
     from cyclonedds.util import duration
 
     reliability = (Policy.Reliability.Reliable(duration(seconds=1)) if spec.reliability == "reliable"
                    else Policy.Reliability.BestEffort)
     durability = Policy.Durability.TransientLocal if spec.durability == "transient_local" else Policy.Durability.Volatile
-    return Qos(reliability, durability, Policy.History.KeepLast(spec.depth))
+    policies = [reliability, durability, Policy.History.KeepLast(spec.depth)]
+    if ros_type is not None:
+        policies.append(Policy.Userdata(user_data(ros_type)))
+    return Qos(*policies)
 
 
 # ---- the transport -----------------------------------------------------------------------------
@@ -150,7 +188,7 @@ class DdsTransport:
         self.writers = {}
         for key, spec in topics.OUTPUT_TOPICS.items():
             topic = Topic(self.participant, dds_topic(spec.name, namespace), idl_type(spec.msg_type))
-            self.writers[key] = DataWriter(self.participant, topic, qos=dds_qos(spec.qos))
+            self.writers[key] = DataWriter(self.participant, topic, qos=dds_qos(spec.qos, spec.msg_type))
         self.core = PartSegCore(
             segmenter, MessageFactory(DdsBackend()), self._publish,
             overlay_wanted=lambda: bool(self.writers["overlay"].get_matched_subscriptions()),
@@ -160,10 +198,11 @@ class DdsTransport:
         self.input_topic = dds_topic(in_topic, namespace)
         self.reader = DataReader(
             self.participant, Topic(self.participant, self.input_topic, idl_type(in_type)),
-            qos=dds_qos(topics.INPUT_QOS_CHOICES[params["input_qos"]]),
+            qos=dds_qos(topics.INPUT_QOS_CHOICES[params["input_qos"]], in_type),
             listener=Listener(on_data_available=self._on_data),
         )
         self.diagnostics_period = float(params["diagnostics_period"])
+        self.invalid_samples = 0  # dispose / unregister notifications taken from the input (not frames)
         self._stop = threading.Event()
         self._diag_thread: threading.Thread | None = None
 
@@ -171,8 +210,18 @@ class DdsTransport:
         self.writers[key].write(msg)
 
     def _on_data(self, reader) -> None:
-        """Cyclone's listener thread: hand every new sample to the latest-frame slot (never blocks)."""
+        """Cyclone's listener thread: hand every new sample to the latest-frame slot (never blocks).
+
+        A publisher that disposes, unregisters or leaves (a ROS 2 node exiting) makes Cyclone deliver
+        an InvalidSample (sample_info.valid_data false, no message fields): not a frame, skipped.
+        """
         for sample in reader.take(N=16):
+            info = getattr(sample, "sample_info", None)
+            if info is not None and not info.valid_data:
+                self.invalid_samples += 1
+                log.debug("input %s: instance state %s from a publisher (not a frame)", self.input_topic,
+                          info.instance_state)
+                continue
             self.core.submit(sample)
 
     def _diagnostics_loop(self) -> None:
