@@ -137,10 +137,10 @@ def test_dds_argument_parser_reads_ros_args():
     ("score_threshold:=high", "parameter score_threshold: expected float, got 'high'"),
     ("max_instances:=2.5", "parameter max_instances: expected int, got 2.5"),
     ("publish_overlay:=1", "parameter publish_overlay: expected bool, got 1"),
-    ("diagnostics_period:=0", r"parameter diagnostics_period=0.0 is out of range \[0.01, 3600.0\]"),
-    ("diagnostics_period:=-1.0", "diagnostics_period=-1.0 is out of range"),
-    ("score_threshold:=1.5", "score_threshold=1.5 is out of range"),
-    ("max_instances:=0", "max_instances=0 is out of range"),
+    ("diagnostics_period:=0", r"diagnostics_period must be in \[0.01, 3600\], got 0.0"),
+    ("diagnostics_period:=-1.0", r"diagnostics_period must be in \[0.01, 3600\], got -1.0"),
+    ("score_threshold:=1.5", r"score_threshold must be in \[0, 1\], got 1.5"),
+    ("max_instances:=0", r"max_instances must be in \[1, 65535\], got 0"),
     ("device:=gpu", r"device='gpu' is not one of \['auto', 'cuda', 'cpu'\] or cuda:\\d\+"),
     ("overlap:=biggest", "overlap='biggest' is not one of"),
 ])
@@ -164,6 +164,15 @@ def test_every_bounded_parameter_default_is_inside_its_bounds():
     assert topics.PARAMETERS["diagnostics_period"].bounds[0] > 0  # 0 = an always-ready rcl timer
     for name, spec in bounded.items():
         assert check(name, spec.default) == spec.default
+    # the segmenter's own limits are the same numbers (topics.py stays torch-free, so they are written twice)
+    for name in ("score_threshold", "max_instances"):
+        low, high = topics.PARAMETERS[name].bounds
+        cast = type(topics.PARAMETERS[name].default)
+        SegmenterSettings(**{name: cast(low)}).validated([])
+        SegmenterSettings(**{name: cast(high)}).validated([])
+        for outside in (cast(low) - 1, cast(high) + 1):
+            with pytest.raises(WpsSamError, match=name):
+                SegmenterSettings(**{name: outside}).validated([])
 
 
 def test_params_file_sections(tmp_path):

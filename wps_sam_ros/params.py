@@ -43,7 +43,7 @@ def check(name: str, value: Any) -> Any:
         extra = f" or {spec.pattern}" if spec.pattern else ""
         raise WpsSamError(f"parameter {name}={value!r} is not one of {list(spec.choices)}{extra}")
     if spec.bounds and not spec.bounds[0] <= value <= spec.bounds[1]:
-        raise WpsSamError(f"parameter {name}={value!r} is out of range [{spec.bounds[0]}, {spec.bounds[1]}]")
+        raise WpsSamError(f"{name} must be in [{spec.bounds[0]:g}, {spec.bounds[1]:g}], got {value}")  # = the core's
     return value
 
 
