@@ -88,20 +88,19 @@ class PartSegRos:
         for name, spec in topics.PARAMETERS.items():
             try:
                 self.node.declare_parameter(name, spec.default, parameter_descriptor(name))
-            except InvalidParameterTypeException:
+            except (InvalidParameterTypeException, InvalidParameterValueException):
                 self._declare_with_coercion(name)
-            except InvalidParameterValueException as exc:
-                raise WpsSamError(f"parameter {name}: {exc}") from None
         check_all(self.parameters())
 
     def _declare_with_coercion(self, name: str) -> None:
-        """rcl typed an override by its YAML spelling (`1` for a float): accept what params.check accepts."""
+        """The override rcl refused: `1` for a float (rcl types values by their YAML spelling) is accepted, as
+        params.check accepts it; anything else raises params.check's one line (expected float, must be in...)."""
         from rclpy.parameter import Parameter
 
-        descriptor = parameter_descriptor(name)
+        descriptor = parameter_descriptor(name, with_range=False)
         descriptor.dynamic_typing = True
         value = self.node.declare_parameter(name, topics.PARAMETERS[name].default, descriptor).value
-        checked = check(name, value)  # 'high' for a float: "parameter score_threshold: expected float, got 'high'"
+        checked = check(name, value)
         if type(checked) is not type(value):
             self.node.set_parameters([Parameter(name, value=checked)])
 
@@ -236,7 +235,7 @@ class PartSegRos:
             pub.publish(msg)
 
 
-def parameter_descriptor(name: str):
+def parameter_descriptor(name: str, with_range: bool = True):
     """ParameterDescriptor from topics.PARAMETERS: description, choices as text, bounds as a range."""
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
@@ -245,10 +244,12 @@ def parameter_descriptor(name: str):
     descriptor = ParameterDescriptor(description=spec.description,
                                      additional_constraints=f"one of {', '.join(choices)}" if choices else "",
                                      read_only=False)
-    if spec.bounds and isinstance(spec.default, float):
+    if not with_range or not spec.bounds:
+        return descriptor
+    if isinstance(spec.default, float):
         descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.bounds[0]),
                                                               to_value=float(spec.bounds[1]))]
-    elif spec.bounds:
+    else:
         descriptor.integer_range = [IntegerRange(from_value=int(spec.bounds[0]), to_value=int(spec.bounds[1]))]
     return descriptor
 
