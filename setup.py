@@ -44,7 +44,7 @@ setup(
     zip_safe=False,
     entry_points={
         "console_scripts": [
-            "wps-sam = wps_sam_core.cli:main",
+            "wps-sam = wps_sam_core.cli.main:main",
             "part_seg_node = wps_sam_ros.node:main",
         ],
         "wps_sam.commands": ["bag = wps_sam_ros.bag"],

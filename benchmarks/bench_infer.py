@@ -20,10 +20,10 @@ import torch
 
 from common import emit, machine, set_threads, stats, timed
 
-from wps_sam_core.model import WPSSAM
+from wps_sam_core.modeling.prompter import PrompterConfig
+from wps_sam_core.modeling.sam import load_sam
+from wps_sam_core.modeling.wpssam import WPSSAM
 from wps_sam_core.preprocess import normalize_and_pad, to_rgb_uint8
-from wps_sam_core.prompter import PrompterConfig
-from wps_sam_core.sam import load_sam
 from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings
 
 TARGET_OVERHEAD = 0.10

@@ -115,8 +115,8 @@ def main() -> None:
     ap.add_argument("--node-threads", type=int, default=1, help="OMP/torch threads of the node process")
     args = ap.parse_args()
     from wps_sam_ros.dds import LOOPBACK_CONFIG
-    from wps_sam_ros.node_process import NodeProcess
     from cyclonedds.domain import Domain
+    from node_process import NodeProcess  # test/node_process.py (common.py puts test/ on sys.path)
 
     info = machine()
     domain_id = 150 + os.getpid() % 50

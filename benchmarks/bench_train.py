@@ -18,17 +18,17 @@ import torch
 
 from common import emit, machine, set_threads, stats, timed
 
-from wps_sam_core.cache import build_cache, provenance_for
 from wps_sam_core.data.coco import CocoPartDataset
 from wps_sam_core.data.world import write_world
-from wps_sam_core.distill_data import DistillDataset, collate, dataset_key, epoch_batches
+from wps_sam_core.distill.cache import build_cache, provenance_for
+from wps_sam_core.distill.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from wps_sam_core.distill.dataset import DistillDataset, collate, dataset_key, epoch_batches
+from wps_sam_core.distill.losses import WPSCriterion
+from wps_sam_core.distill.trainer import Trainer
 from wps_sam_core.image_io import read_image_rgb
-from wps_sam_core.losses import WPSCriterion
-from wps_sam_core.model import WPSSAM
-from wps_sam_core.prompter import Prompter, PrompterConfig
-from wps_sam_core.sam import get_sam_config, load_sam
-from wps_sam_core.train import Trainer
-from wps_sam_core.train_config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from wps_sam_core.modeling.prompter import Prompter, PrompterConfig
+from wps_sam_core.modeling.sam import get_sam_config, load_sam
+from wps_sam_core.modeling.wpssam import WPSSAM
 
 TARGET_SPEEDUP = 30.0
 SEED = 42

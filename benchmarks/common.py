@@ -12,7 +12,9 @@ from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path.insert(0, str(REPO / "test"))  # node_process.py: the node as a child process, shared with the tests
 
 
 def stats(samples: list[float]) -> dict:
@@ -49,9 +51,9 @@ def tiny_model_files(root: Path) -> tuple[Path, Path]:
     from safetensors.torch import save_file
 
     from wps_sam_core.checkpoint import PrompterCheckpoint, save_prompter_checkpoint
-    from wps_sam_core.model import WPSSAM
-    from wps_sam_core.prompter import PrompterConfig
-    from wps_sam_core.sam import get_sam_config, load_sam
+    from wps_sam_core.modeling.wpssam import WPSSAM
+    from wps_sam_core.modeling.prompter import PrompterConfig
+    from wps_sam_core.modeling.sam import get_sam_config, load_sam
 
     torch.manual_seed(0)
     cfg = PrompterConfig(num_classes=3, num_queries=8, hidden_dim=64, num_heads=4, enc_layers=1, dec_layers=2,

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from wps_sam_core.embedded import embedded_available, load_embedded_segmenter
-from wps_sam_core.model import WPSSAM
+from wps_sam_core.modeling.wpssam import WPSSAM
 from wps_sam_core.preprocess import normalize_and_pad
-from wps_sam_core.prompter import PrompterConfig
-from wps_sam_core.sam import load_sam
+from wps_sam_core.modeling.prompter import PrompterConfig
+from wps_sam_core.modeling.sam import load_sam
 from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings
 
 FRAMES, DEVICE, SAM_TYPES = int(os.environ["FRAMES"]), os.environ["DEVICE"], os.environ["SAM_TYPES"].split()

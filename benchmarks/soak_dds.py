@@ -29,9 +29,9 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 from wps_sam_ros import topics  # noqa: E402
 from wps_sam_ros.dds import LOOPBACK_CONFIG, DdsBackend, dds_qos, dds_topic, idl_type  # noqa: E402
 from wps_sam_ros.messages import MessageFactory  # noqa: E402
-from wps_sam_ros.node_process import NodeProcess  # noqa: E402
 
-from common import tiny_model_files  # noqa: E402  (benchmarks/ is the script's folder)
+from common import tiny_model_files  # noqa: E402  (benchmarks/ is the script's folder; puts test/ on sys.path)
+from node_process import NodeProcess  # noqa: E402  (test/node_process.py)
 
 FAILURE_MARKERS = ("Traceback (most recent call last)", "frame failed", "Exception in thread")
 RSS_LIMIT_PCT = 5.0

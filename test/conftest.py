@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from wps_sam_core.checkpoint import PrompterCheckpoint, save_prompter_checkpoint
-from wps_sam_core.model import WPSSAM
-from wps_sam_core.prompter import PrompterConfig
-from wps_sam_core.sam import get_sam_config, load_sam
+from wps_sam_core.modeling.prompter import PrompterConfig
+from wps_sam_core.modeling.sam import get_sam_config, load_sam
+from wps_sam_core.modeling.wpssam import WPSSAM
 
 TEST_CLASSES = ["mug_body", "mug_handle", "car_wheel"]
 

@@ -25,8 +25,8 @@ import pytest
 import torch
 import yaml
 
+from wps_sam_core.distill.trainer import STATE_FILE
 from wps_sam_core.errors import WpsSamError
-from wps_sam_core.train import STATE_FILE
 from wps_sam_ros import topics
 from wps_sam_ros.core import PartSegCore, load_segmenter
 from wps_sam_ros.messages import MessageFactory, RosbagsBackend

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from wps_sam_core.cache import EmbeddingCache, build_cache, provenance_for, shard_name
+from wps_sam_core.distill.cache import EmbeddingCache, build_cache, provenance_for, shard_name
 from wps_sam_core.errors import WpsSamError
 from wps_sam_core.preprocess import SamTransform, normalize_and_pad
 

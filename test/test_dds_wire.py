@@ -27,7 +27,7 @@ from wps_sam_ros.core import load_segmenter  # noqa: E402
 from wps_sam_ros.dds import (LOOPBACK_CONFIG, DdsBackend, DdsTransport, dds_qos, dds_topic,  # noqa: E402
                              dds_type_name, idl_type, type_hash, user_data)
 from wps_sam_ros.messages import MessageFactory, OK, ros2_typestore  # noqa: E402
-from wps_sam_ros.node_process import NodeProcess  # noqa: E402
+from node_process import NodeProcess  # noqa: E402
 
 from conftest import random_image  # noqa: E402
 

@@ -50,7 +50,7 @@ def test_weights_are_float32_in_memory(segmenter):
 def test_reported_metric_holds_on_the_fixed_world_sample(tmp_path, card, segmenter):
     from wps_sam_core.data.coco import CocoPartDataset
     from wps_sam_core.data.world import write_world
-    from wps_sam_core.evaluate import evaluate
+    from wps_sam_core.evaluation.evaluate import evaluate
 
     check = card["regression_check"]
     write_world(tmp_path, check["images"], check["world_seed"], 256, check["split"])  # the same images again

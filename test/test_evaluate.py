@@ -16,8 +16,8 @@ from segment_anything import SamPredictor
 from wps_sam_core.cli import main as cli_main
 from wps_sam_core.data.coco import CocoPartDataset
 from wps_sam_core.errors import WpsSamError
-from wps_sam_core.evaluate import METHOD_NAMES, METHODS, evaluate
-from wps_sam_core.metrics import SegmentationMetrics
+from wps_sam_core.evaluation.evaluate import METHOD_NAMES, METHODS, evaluate
+from wps_sam_core.evaluation.metrics import SegmentationMetrics
 from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings, assemble
 
 from conftest import TEST_CLASSES, random_image

@@ -121,8 +121,8 @@ def test_grid_box_head_exports_with_sams_prompt_encoding(tmp_path):
 
     from conftest import tiny_prompter_config
     from wps_sam_core.export import export_onnx
-    from wps_sam_core.model import WPSSAM
-    from wps_sam_core.sam import load_sam
+    from wps_sam_core.modeling.wpssam import WPSSAM
+    from wps_sam_core.modeling.sam import load_sam
 
     torch.manual_seed(5)
     model = WPSSAM.create(load_sam("tiny"), replace(tiny_prompter_config(), queries="grid", prompt_head="box")).eval()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from wps_sam_core.losses import LossConfig, WPSCriterion
-from wps_sam_core.matcher import HungarianMatcher
+from wps_sam_core.distill.losses import LossConfig, WPSCriterion
+from wps_sam_core.distill.matcher import HungarianMatcher
 
 from conftest import make_tiny_model
 
@@ -86,8 +86,8 @@ def test_box_head_loss_pulls_predicted_boxes_to_the_weak_labels():
     from dataclasses import replace
 
     from conftest import tiny_prompter_config
-    from wps_sam_core.model import WPSSAM
-    from wps_sam_core.sam import load_sam
+    from wps_sam_core.modeling.wpssam import WPSSAM
+    from wps_sam_core.modeling.sam import load_sam
 
     torch.manual_seed(0)
     model = WPSSAM.create(load_sam("tiny"), replace(tiny_prompter_config(), prompt_head="box")).train()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from wps_sam_core.errors import WpsSamError
-from wps_sam_core.metrics import SegmentationMetrics
-from wps_sam_core.report import (
+from wps_sam_core.evaluation.metrics import SegmentationMetrics
+from wps_sam_core.evaluation.report import (
     per_class_markdown,
     render_markdown,
     results_json,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wps_sam_core.prompter import Prompter, PrompterConfig, neck_num_downsamples
+from wps_sam_core.modeling.prompter import Prompter, PrompterConfig, neck_num_downsamples
 
 from conftest import make_tiny_model
 
@@ -50,8 +50,8 @@ def test_coordinate_heads_make_exactly_the_tokens_sam_makes_from_those_coordinat
     from dataclasses import replace
 
     from conftest import tiny_prompter_config
-    from wps_sam_core.model import WPSSAM
-    from wps_sam_core.sam import load_sam
+    from wps_sam_core.modeling.wpssam import WPSSAM
+    from wps_sam_core.modeling.sam import load_sam
 
     torch.manual_seed(3)
     model = WPSSAM.create(load_sam("tiny"), replace(tiny_prompter_config(), prompt_head=head)).train()

@@ -56,7 +56,7 @@ def test_defaults_equal_the_segmenter_and_cli_defaults():
     assert topics.PARAMETERS["mask_threshold"].default == settings.mask_threshold
     assert topics.PARAMETERS["max_instances"].default == settings.max_instances
     assert topics.parse_class_filter(topics.PARAMETERS["class_filter"].default) == settings.class_filter
-    from wps_sam_core.sam import SAM_CONFIGS
+    from wps_sam_core.modeling.sam import SAM_CONFIGS
     from wps_sam_core.segmenter import OVERLAP_ORDERS
 
     assert topics.OVERLAP_CHOICES == OVERLAP_ORDERS and topics.PARAMETERS["overlap"].default == settings.overlap

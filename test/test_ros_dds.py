@@ -18,7 +18,7 @@ from wps_sam_ros import topics  # noqa: E402
 from wps_sam_ros.core import load_segmenter  # noqa: E402
 from wps_sam_ros.dds import LOOPBACK_CONFIG, DdsBackend, DdsTransport, dds_qos, dds_topic, idl_type  # noqa: E402
 from wps_sam_ros.messages import MessageFactory  # noqa: E402
-from wps_sam_ros.node_process import NodeProcess  # noqa: E402
+from node_process import NodeProcess  # noqa: E402
 
 from conftest import random_image  # noqa: E402
 

@@ -6,7 +6,7 @@ import torch
 from segment_anything import sam_model_registry
 
 from wps_sam_core.errors import WpsSamError
-from wps_sam_core.sam import build_sam, guess_sam_type, load_sam, load_state_strict, read_state_dict
+from wps_sam_core.modeling.sam import build_sam, guess_sam_type, load_sam, load_state_strict, read_state_dict
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from wps_sam_core.data.shapes_world import render_shapes
-from wps_sam_core.sam import build_sam, load_sam
-from wps_sam_core.sam_pretrain import (
+from wps_sam_core.modeling.sam import build_sam, load_sam
+from wps_sam_core.distill.sam_pretrain import (
     BOX, POINT, PretrainConfig, dice_loss, focal_loss, render_batch, sample_prompts, step_losses, tight_box,
 )
 

@@ -14,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from wps_sam_core.train import STATE_FILE
+from wps_sam_core.distill.trainer import STATE_FILE
 
 from conftest import TINY_PROMPTER_YAML
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from wps_sam_core.distill_data import epoch_batches
+from wps_sam_core.distill.config import load_train_config
+from wps_sam_core.distill.dataset import epoch_batches
+from wps_sam_core.distill.trainer import lr_factor
 from wps_sam_core.errors import WpsSamError
-from wps_sam_core.train import lr_factor
-from wps_sam_core.train_config import load_train_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").glob("*.yaml"))
 

@@ -10,10 +10,10 @@ import torch
 
 from wps_sam_core.checkpoint import PrompterCheckpoint, save_prompter_checkpoint
 from wps_sam_core.errors import WpsSamError
-from wps_sam_core.model import WPSSAM
+from wps_sam_core.modeling.prompter import PrompterConfig
+from wps_sam_core.modeling.sam import SAM_CONFIGS, build_sam, guess_sam_type, load_sam
+from wps_sam_core.modeling.wpssam import WPSSAM
 from wps_sam_core.preprocess import normalize_and_pad
-from wps_sam_core.prompter import PrompterConfig
-from wps_sam_core.sam import SAM_CONFIGS, build_sam, guess_sam_type, load_sam
 from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings
 
 from conftest import TEST_CLASSES, random_image
@@ -46,7 +46,7 @@ def ours(official_vit_t):
 
 
 def test_registry_entry_matches_mobile_sam_hyper_parameters():
-    from wps_sam_core import sam_vit_t
+    from wps_sam_core.modeling import sam_vit_t
 
     cfg = SAM_CONFIGS["vit_t"]
     assert cfg.encoder == "tiny_vit" and cfg.image_size == 1024 and cfg.embedding_size == 64
@@ -93,7 +93,7 @@ def test_vit_t_checkpoint_loaded_as_vit_b_names_the_type_it_fits(official_vit_t)
 def test_prompter_trained_on_one_encoder_refuses_another(tmp_path, trained_on, used_with):
     cfg = PrompterConfig(num_classes=len(TEST_CLASSES), num_queries=4, hidden_dim=32, num_heads=2, enc_layers=1,
                          dec_layers=1, dim_feedforward=32)
-    from wps_sam_core.prompter import Prompter
+    from wps_sam_core.modeling.prompter import Prompter
 
     ckpt = PrompterCheckpoint(config=cfg, class_names=list(TEST_CLASSES), sam_type=trained_on, image_size=1024,
                               state_dict=Prompter(cfg, 64).state_dict())

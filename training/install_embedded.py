@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from wps_sam_core.checkpoint import load_prompter_checkpoint, save_prompter_checkpoint
+from wps_sam_core.distill.sam_pretrain import save_sam_weights_state
 from wps_sam_core.embedded import EMBEDDED_METADATA, EMBEDDED_PROMPTER, EMBEDDED_SAM_TYPE, EMBEDDED_SAM_WEIGHTS
 from wps_sam_core.io_utils import atomic_write_text, sha256_file
-from wps_sam_core.sam import get_sam_config, read_state_dict
-from wps_sam_core.sam_pretrain import save_sam_weights_state
+from wps_sam_core.modeling.sam import get_sam_config, read_state_dict
 
 STORAGE_DTYPE = torch.float16
 PRETRAIN_STAGES = ("tiny_sam", "tiny_sam_stage2", "tiny_sam_stage3")  # folders of training/reproduce_embedded.sh, in order

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Pre-train the tiny SAM class-agnostically on the generic-shapes world (see wps_sam_core/sam_pretrain.py).
+"""Pre-train the tiny SAM class-agnostically on the generic-shapes world (see wps_sam_core/distill/sam_pretrain.py).
 
     python3 training/pretrain_tiny_sam.py --out runs/tiny_sam [--steps N] [--set key=value ...]
 
@@ -13,8 +13,8 @@ import json
 import sys
 from dataclasses import fields, replace
 
+from wps_sam_core.distill.sam_pretrain import PretrainConfig, pretrain
 from wps_sam_core.errors import WpsSamError
-from wps_sam_core.sam_pretrain import PretrainConfig, pretrain
 
 
 def parse_overrides(items: list[str]) -> dict:

@@ -18,9 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from wps_sam_core.evaluate import METHOD_NAMES
+from wps_sam_core.evaluation.evaluate import METHOD_NAMES
+from wps_sam_core.evaluation.report import PROTOCOL_NOTE, per_class_markdown, summary_markdown, to_jsonable
 from wps_sam_core.io_utils import atomic_write_text
-from wps_sam_core.report import PROTOCOL_NOTE, per_class_markdown, summary_markdown, to_jsonable
 
 WPS_BOX, WPS_POINT = "WPS-SAM (box-trained prompter)", "WPS-SAM (point-trained prompter)"
 ROW_ORDER = (METHOD_NAMES["gt_boxes"], METHOD_NAMES["gt_points"], WPS_BOX, WPS_POINT)

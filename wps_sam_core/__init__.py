@@ -1,6 +1,36 @@
-"""wps_sam_core: WPS-SAM weakly-supervised part segmentation on a frozen SAM. Never imports ROS."""
-from .errors import WpsSamError
-from .segmenter import PartInstance, PartSegmentation, PartSegmenter, SegmenterSettings
+"""wps_sam_core: WPS-SAM weakly-supervised part segmentation on a frozen SAM. Never imports ROS.
 
-__all__ = ["WpsSamError", "PartInstance", "PartSegmentation", "PartSegmenter", "SegmenterSettings"]
+The names below load on first use (module `__getattr__`), so importing a torch-free module such as
+`wps_sam_core.errors` does not load torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "WpsSamError": "errors",
+    "PartInstance": "segmenter",
+    "PartSegmentation": "segmenter",
+    "PartSegmenter": "segmenter",
+    "SegmenterSettings": "segmenter",
+}
+__all__ = list(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .errors import WpsSamError
+    from .segmenter import PartInstance, PartSegmentation, PartSegmenter, SegmenterSettings
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -16,7 +16,7 @@ import torch
 
 from .errors import WpsSamError
 from .io_utils import atomic_path
-from .prompter import Prompter, PrompterConfig
+from .modeling.prompter import Prompter, PrompterConfig
 
 FORMAT_NAME = "wps_sam_prompter"
 FORMAT_VERSION = 1

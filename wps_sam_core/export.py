@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from .errors import WpsSamError
 from .io_utils import atomic_path, atomic_write_text
-from .model import WPSSAM
-from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from .modeling.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from .modeling.wpssam import WPSSAM
 
 DEFAULT_OPSET = 17
 ENCODER_FILE, PROMPTER_FILE, DECODER_FILE, METADATA_FILE = (

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .errors import WpsSamError
-from .model import WPSSAM
+from .modeling.wpssam import WPSSAM
 from .preprocess import ImageGeometry, SamTransform, normalize_and_pad, to_rgb_uint8
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class PartSegmenter:
     ) -> "PartSegmenter":
         """Prompter checkpoint + SAM (official checkpoint file; random weights if None)."""
         from .checkpoint import load_prompter_checkpoint
-        from .sam import get_sam_config, load_sam
+        from .modeling.sam import get_sam_config, load_sam
 
         ckpt = load_prompter_checkpoint(prompter_checkpoint)
         sam_type = sam_type or ckpt.sam_type

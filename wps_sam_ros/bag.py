@@ -32,7 +32,7 @@ STORAGE_SUFFIXES = (".db3", ".mcap")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from wps_sam_core.cli import add_model_args
+    from wps_sam_core.cli.common import add_model_args
 
     p = sub.add_parser("bag", help="segment the images of a rosbag2 into a new bag with the part topics")
     p.add_argument("input", help="input rosbag2 (folder, .db3 or .mcap)")
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_bag(args: argparse.Namespace) -> int:
-    from wps_sam_core.cli import segmenter_from_args
+    from wps_sam_core.cli.common import segmenter_from_args
 
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():

@@ -25,7 +25,7 @@ from . import topics
 
 log = logging.getLogger(__name__)
 
-# Printed (flushed) once the node listens: what a parent process waits for (node_process.py).
+# Printed (flushed) once the node listens: what a parent process waits for (test/node_process.py).
 READY_MARK = "ready, listening on"
 LOOPBACK_CONFIG = (
     "<CycloneDDS><Domain Id=\"any\"><General><Interfaces><NetworkInterface name=\"lo\"/></Interfaces>"

@@ -12,13 +12,14 @@ from __future__ import annotations
 import array
 import importlib
 from functools import lru_cache
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from wps_sam_core.segmenter import PartSegmentation
-
 from .conversions import array_to_image_fields
+
+if TYPE_CHECKING:
+    from wps_sam_core.segmenter import PartSegmentation
 
 # diagnostic_msgs/DiagnosticStatus levels
 OK, WARN, ERROR, STALE = 0, 1, 2, 3

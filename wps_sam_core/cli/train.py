@@ -7,7 +7,7 @@ import json
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="distil a prompter from weak labels (boxes/points)",
-                       description="YAML schema: wps_sam_core/train_config.py; overrides: --set section.key=value")
+                       description="YAML schema: wps_sam_core/distill/config.py; overrides: --set section.key=value")
     p.add_argument("--config", help="training YAML (see training/configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--data", help="= --set data.root=...")
@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .train import train
-    from .train_config import load_train_config
+    from ..distill.trainer import train
+    from ..distill.config import load_train_config
 
     flags = {"data.root": args.data, "run.out_dir": args.out_dir, "optim.max_steps": args.max_steps,
              "run.devices": args.devices, "run.accelerator": args.accelerator}
@@ -45,14 +45,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_cache(args: argparse.Namespace) -> int:
-    from .cache import build_cache, provenance_for
-    from .data.coco import CocoPartDataset
-    from .image_io import read_image_rgb
-    from .io_utils import sha256_file
-    from .model import WPSSAM
-    from .prompter import Prompter, PrompterConfig
-    from .sam import get_sam_config, load_sam
-    from .segmenter import resolve_device
+    from ..distill.cache import build_cache, provenance_for
+    from ..data.coco import CocoPartDataset
+    from ..image_io import read_image_rgb
+    from ..io_utils import sha256_file
+    from ..modeling.wpssam import WPSSAM
+    from ..modeling.prompter import Prompter, PrompterConfig
+    from ..modeling.sam import get_sam_config, load_sam
+    from ..segmenter import resolve_device
 
     dataset = CocoPartDataset.from_root(args.data, args.split, skip_bad=args.skip_bad)
     sam = load_sam(args.sam_type, args.sam_checkpoint or None).to(resolve_device(args.device))

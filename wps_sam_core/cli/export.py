@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import add_model_args, segmenter_from_args
-from .export import DEFAULT_OPSET
+from ..export import DEFAULT_OPSET
+from .common import add_model_args, segmenter_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .errors import WpsSamError
-    from .export import export_onnx
+    from ..errors import WpsSamError
+    from ..export import export_onnx
 
     try:
         import onnx  # noqa: F401  (the exporter writes through it)
@@ -37,7 +37,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _prompter_sam_type(prompter: str | None) -> str:
-    from .checkpoint import load_prompter_checkpoint
-    from .embedded import EMBEDDED_SAM_TYPE
+    from ..checkpoint import load_prompter_checkpoint
+    from ..embedded import EMBEDDED_SAM_TYPE
 
     return load_prompter_checkpoint(prompter).sam_type if prompter else EMBEDDED_SAM_TYPE

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.coco import CocoPartDataset, PartSample
-from .data.weak_labels import WeakLabelConfig, make_weak_labels
-from .errors import WpsSamError
+from ..data.coco import CocoPartDataset, PartSample
+from ..data.weak_labels import WeakLabelConfig, make_weak_labels
+from ..errors import WpsSamError
+from ..preprocess import ImageGeometry
+from ..segmenter import PartSegmentation, PartSegmenter
 from .metrics import SegmentationMetrics
-from .preprocess import ImageGeometry
-from .segmenter import PartSegmentation, PartSegmenter
 
 log = logging.getLogger(__name__)
 

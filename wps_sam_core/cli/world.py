@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .data.world import DEFAULT_SIZE
+from ..data.world import DEFAULT_SIZE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,11 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_world(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.shapes:
-        from .data.shapes_world import write_shapes
+        from ..data.shapes_world import write_shapes
         summary = write_shapes(args.out, args.n, args.seed, args.size, args.split)
         what = f"{summary['masks']} masks -> {summary['json']}"
     else:
-        from .data.world import write_world
+        from ..data.world import write_world
         summary = write_world(args.out, args.n, args.seed, args.size, args.split)
         what = f"{summary['parts']} parts, {summary['objects']} objects -> {summary['part_json']}"
     seconds = time.perf_counter() - start

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .errors import WpsSamError
+from ..errors import WpsSamError
 from .transformer import DetrTransformer, sine_position_embedding
 
 

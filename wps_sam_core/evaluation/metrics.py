@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import WpsSamError
+from ..errors import WpsSamError
 
 BACKGROUND_NAME = "background"
 DEFAULT_IGNORE_INDEX = 255

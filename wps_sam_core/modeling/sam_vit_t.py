@@ -12,7 +12,7 @@ import warnings
 
 from torch import nn
 
-from .errors import WpsSamError
+from ..errors import WpsSamError
 
 # MobileSAM's `build_sam_vit_t` (the one source of these numbers in this project).
 TINY_VIT_EMBED_DIMS = (64, 128, 160, 320)

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import WpsSamError
+from ..errors import WpsSamError
 from .losses import LossConfig
 
 SUPERVISIONS = ("box", "point_center", "point_interior", "mixed")

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import PrompterCheckpoint, save_prompter_checkpoint
+from ..data.coco import CocoPartDataset
+from ..errors import WpsSamError
+from ..io_utils import atomic_path, atomic_write_text, sha256_file
+from ..modeling.prompter import Prompter, PrompterConfig
+from ..modeling.sam import get_sam_config, load_sam, refusal_reason
+from ..modeling.wpssam import WPSSAM
 from .cache import EmbeddingCache, provenance_for
-from .checkpoint import PrompterCheckpoint, save_prompter_checkpoint
-from .data.coco import CocoPartDataset
-from .distill_data import DistillDataset, collate, epoch_batches
-from .errors import WpsSamError
-from .io_utils import atomic_path, atomic_write_text, sha256_file
+from .config import TrainConfig
+from .dataset import DistillDataset, collate, epoch_batches
 from .losses import WPSCriterion
-from .model import WPSSAM
-from .prompter import Prompter, PrompterConfig
-from .sam import get_sam_config, load_sam, refusal_reason
-from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +205,8 @@ class Trainer:
     @torch.no_grad()
     def _validate(self, val_set: CocoPartDataset, step: int) -> float:
         """Dataset-level part mIoU of the current prompter on up to val_max_images (sharded over ranks)."""
-        from .metrics import SegmentationMetrics
-        from .segmenter import PartSegmenter
+        from ..evaluation.metrics import SegmentationMetrics
+        from ..segmenter import PartSegmenter
 
         fabric = self.fabric
         module = self.prompter.module if hasattr(self.prompter, "module") else self.prompter

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .errors import WpsSamError
+from ..errors import WpsSamError
 
 
 def add_dataset_args(parser: argparse.ArgumentParser, default_split: str = "train") -> None:
@@ -20,7 +20,7 @@ def add_dataset_args(parser: argparse.ArgumentParser, default_split: str = "trai
 
 def dataset_from_args(args: argparse.Namespace, split: str | None = None):
     """The CocoPartDataset named by add_dataset_args' flags (`split` overrides --split)."""
-    from .data.coco import CocoPartDataset
+    from ..data.coco import CocoPartDataset
 
     if args.annotations:
         if args.data_root:
@@ -34,7 +34,7 @@ def dataset_from_args(args: argparse.Namespace, split: str | None = None):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .data.pascal_part import IMAGES_MODES
+    from ..data.pascal_part import IMAGES_MODES
 
     p = sub.add_parser("convert-pascal-part", help="convert part label PNGs into the COCO part format")
     p.add_argument("--images", required=True, help="folder of images (<stem>.jpg/png/...)")
@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from .data.pascal_part import convert_pascal_part
+    from ..data.pascal_part import convert_pascal_part
 
     if args.min_area < 1:
         raise WpsSamError(f"--min-area must be >= 1, got {args.min_area}")

@@ -6,15 +6,15 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import add_model_args, segmenter_from_args
-from .errors import WpsSamError
+from ..errors import WpsSamError
+from .common import add_model_args, segmenter_from_args
 
 DEFAULT_SPLIT = "val"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .data.weak_labels import POINT_MODES
-    from .evaluate import DEFAULT_POINT_MODE, METHOD_NAMES, METHODS
+    from ..data.weak_labels import POINT_MODES
+    from ..evaluation.evaluate import DEFAULT_POINT_MODE, METHOD_NAMES, METHODS
 
     p = sub.add_parser(
         "eval", help="evaluate the prompter and SAM baselines (both metric protocols)",
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_dataset(args: argparse.Namespace):
-    from .data.coco import CocoPartDataset
+    from ..data.coco import CocoPartDataset
 
     if args.annotations or args.images:
         if args.data:
@@ -53,9 +53,9 @@ def load_dataset(args: argparse.Namespace):
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .evaluate import GT_POINTS, METHOD_NAMES, evaluate
-    from .io_utils import atomic_write_text
-    from .report import PROTOCOL_NOTE, summary_markdown, to_jsonable, write_report
+    from ..evaluation.evaluate import GT_POINTS, METHOD_NAMES, evaluate
+    from ..io_utils import atomic_write_text
+    from ..evaluation.report import PROTOCOL_NOTE, summary_markdown, to_jsonable, write_report
 
     json_path = Path(args.json)
     markdown_path = Path(args.markdown) if args.markdown else json_path.with_suffix(".md")

@@ -1,6 +1,8 @@
 """`part_seg_node` as a child process: the node exactly as a user starts it (DDS transport, or the rclpy
 node where ROS 2 is sourced), for the DDS and rclpy tests, the node benchmark and the soak run (one place
-for start-up, log capture and shutdown)."""
+for start-up, log capture and shutdown). A test harness, not part of the package: tests import it as
+`from node_process import NodeProcess` (test/ is on sys.path under pytest), benchmarks after putting
+test/ on sys.path."""
 from __future__ import annotations
 
 import os
@@ -14,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .dds import LOOPBACK_CONFIG, READY_MARK
-from .node import LIFECYCLE_READY_MARK, ROS_READY_MARK
+from wps_sam_ros.dds import LOOPBACK_CONFIG, READY_MARK
+from wps_sam_ros.node import LIFECYCLE_READY_MARK, ROS_READY_MARK
 
 REPO = Path(__file__).resolve().parents[1]  # on PYTHONPATH: the child imports this very checkout
 

@@ -10,7 +10,7 @@ mask decoder) through the official `MaskDecoder.predict_masks`:
   box    -> the single-mask output (token 0, what `multimask_output=False` returns);
   point  -> the three multimask outputs, only the best one (lowest loss) back-propagated, as SAM
             does for ambiguous prompts; plus token 0 on the same target, because this project
-            decodes single clicks with the single-mask output (evaluate.py's GT-point baseline and
+            decodes single clicks with the single-mask output (evaluation/evaluate.py's GT-point baseline and
             the point-trained prompter both do);
   loss   = 20 * focal + 1 * dice (SAM's ratio) on the logits upsampled to `loss_size` (targets
            area-averaged to it), plus the MSE between SAM's IoU prediction and the true IoU of each
@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
-from .data.shapes_world import render_shapes
-from .io_utils import atomic_path, atomic_write_text
-from .sam import build_sam, get_sam_config, load_sam
-from .train import lr_factor
+from ..data.shapes_world import render_shapes
+from ..io_utils import atomic_path, atomic_write_text
+from ..modeling.sam import build_sam, get_sam_config, load_sam
+from .trainer import lr_factor
 
 log = logging.getLogger(__name__)
 

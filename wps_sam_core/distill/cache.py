@@ -19,10 +19,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import WpsSamError
-from .io_utils import atomic_path, atomic_write_text
-from .preprocess import SamTransform, normalize_and_pad
-from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from ..errors import WpsSamError
+from ..io_utils import atomic_path, atomic_write_text
+from ..modeling.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from ..preprocess import SamTransform, normalize_and_pad
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class CacheProvenance:
 
 
 def provenance_for(model, sam_type: str, sam_checkpoint_sha256: str = "") -> CacheProvenance:
-    from .checkpoint import tensors_sha256
+    from ..checkpoint import tensors_sha256
 
     return CacheProvenance(
         sam_type=sam_type,

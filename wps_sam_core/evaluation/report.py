@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .io_utils import atomic_write_text
+from ..io_utils import atomic_write_text
 
 # (results key, column header); the one place that names the columns of the summary table.
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (

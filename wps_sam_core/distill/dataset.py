@@ -12,13 +12,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.coco import CocoPartDataset
+from ..data.weak_labels import WeakLabelConfig, WeakLabels, precompute_weak_labels
+from ..errors import WpsSamError
+from ..image_io import read_image_rgb
+from ..modeling.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from ..preprocess import SamTransform
 from .cache import EmbeddingCache
-from .data.coco import CocoPartDataset
-from .data.weak_labels import WeakLabelConfig, WeakLabels, precompute_weak_labels
-from .errors import WpsSamError
-from .image_io import read_image_rgb
-from .preprocess import SamTransform
-from .sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
 # Train-config supervision names -> weak-label settings (mixed uses interior clicks for its points).
 SUPERVISION_TO_WEAK = {
