@@ -77,3 +77,22 @@ def test_atomic_save_leaves_no_partial_file(tiny_model, tmp_path, monkeypatch):
         save_prompter_checkpoint(target, ckpt)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["p.safetensors"]
+
+
+def test_one_factory_picks_the_model_and_describes_it_in_construction(tiny_files):
+    from wps_sam_core.segmenter import load_segmenter
+
+    sam_path, prompter_path = tiny_files
+    seg = load_segmenter(str(prompter_path), "", str(sam_path), "cpu")
+    assert seg.sam_type == "tiny"  # the prompter's, kept on the segmenter (wps-sam export reads it)
+    assert seg.description == f"prompter {prompter_path} on SAM tiny ({sam_path})" and seg.caveat == ""
+    unnamed = load_segmenter(str(prompter_path), None, None, "cpu")
+    assert unnamed.description.endswith("(random weights)")
+
+
+@pytest.mark.parametrize("sam", [{"sam_checkpoint": "sam.pth"}, {"sam_type": "vit_b"}])
+def test_a_sam_without_a_prompter_is_refused(sam):
+    from wps_sam_core.segmenter import load_segmenter
+
+    with pytest.raises(WpsSamError, match="needs a prompter checkpoint.*embedded default model brings its own SAM"):
+        load_segmenter(None, device="cpu", **sam)

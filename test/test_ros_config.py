@@ -2,6 +2,7 @@
 all agree with wps_sam_ros/topics.py."""
 from __future__ import annotations
 
+import argparse
 import ast
 import fnmatch
 from pathlib import Path
@@ -51,20 +52,34 @@ def test_yaml_equals_topics_defaults_with_types():
 
 
 def test_defaults_equal_the_segmenter_and_cli_defaults():
+    from wps_sam_core.cli import build_parser
+    from wps_sam_core.cli.common import add_model_args
+    from wps_sam_core.modeling.sam import SAM_CONFIGS
+    from wps_sam_core.segmenter import DEFAULT_DEVICE, DEFAULT_PRECISION, OVERLAP_ORDERS, PRECISIONS
+
     settings = SegmenterSettings()
     assert topics.PARAMETERS["score_threshold"].default == settings.score_threshold
     assert topics.PARAMETERS["mask_threshold"].default == settings.mask_threshold
     assert topics.PARAMETERS["max_instances"].default == settings.max_instances
     assert topics.parse_class_filter(topics.PARAMETERS["class_filter"].default) == settings.class_filter
-    from wps_sam_core.modeling.sam import SAM_CONFIGS
-    from wps_sam_core.segmenter import OVERLAP_ORDERS
-
     assert topics.OVERLAP_CHOICES == OVERLAP_ORDERS and topics.PARAMETERS["overlap"].default == settings.overlap
-
     assert set(topics.PRECISION_CHOICES) == {"fp32", "bf16", "fp16"} and "tiny" in SAM_CONFIGS
+    assert topics.PRECISION_CHOICES == tuple(PRECISIONS) and topics.PARAMETERS["precision"].default == DEFAULT_PRECISION
+    assert topics.PARAMETERS["device"].default == DEFAULT_DEVICE
+
+    # the CLI's model flags (wps-sam predict, eval, export, bag): the same defaults and choices
+    args = build_parser().parse_args(["predict", "image.png", "--out", "out"])
+    assert (args.score_threshold, args.mask_threshold, args.max_instances, args.overlap) == (
+        settings.score_threshold, settings.mask_threshold, settings.max_instances, settings.overlap)
+    assert (args.device, args.precision) == (DEFAULT_DEVICE, DEFAULT_PRECISION)
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    flags = {action.dest: action for action in parser._actions}
+    assert tuple(flags["precision"].choices) == tuple(PRECISIONS) == topics.PRECISION_CHOICES
+    assert tuple(flags["overlap"].choices) == OVERLAP_ORDERS
 
 
-def test_launch_arguments_are_the_issue_list_and_match_the_parameters():
+def test_launch_arguments_are_the_documented_set_and_match_the_parameters():
     assert set(topics.LAUNCH_ARGUMENTS) == {"image_topic", "image_transport", "input_qos", "params_file",
                                             "sam_checkpoint", "prompter_checkpoint", "device", "use_sim_time",
                                             "namespace", "use_lifecycle", "autostart"}

@@ -16,12 +16,13 @@ _EXPORTS = {
     "PartSegmentation": "segmenter",
     "PartSegmenter": "segmenter",
     "SegmenterSettings": "segmenter",
+    "load_segmenter": "segmenter",
 }
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
     from .errors import WpsSamError
-    from .segmenter import PartInstance, PartSegmentation, PartSegmenter, SegmenterSettings
+    from .segmenter import PartInstance, PartSegmentation, PartSegmenter, SegmenterSettings, load_segmenter
 
 
 def __getattr__(name: str) -> Any:

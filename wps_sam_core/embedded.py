@@ -5,11 +5,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .errors import WpsSamError
+from .segmenter import DEFAULT_DEVICE, DEFAULT_PRECISION, PartSegmenter, SegmenterSettings
+
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 EMBEDDED_SAM_TYPE = "tiny"
 EMBEDDED_SAM_WEIGHTS = ASSETS_DIR / "tiny_sam.safetensors"
 EMBEDDED_PROMPTER = ASSETS_DIR / "prompter_box.safetensors"
 EMBEDDED_METADATA = ASSETS_DIR / "model_card.json"
+EMBEDDED_DESCRIPTION = "embedded default model (tiny SAM + box-trained prompter, procedural part world)"
 DEMO_MODEL_CAVEAT = (
     "demo model: trained on a procedural shapes world, it does not recognise real objects; pass a prompter "
     "trained on your parts (prompter_checkpoint / --prompter) and its official SAM checkpoint (sam_checkpoint / "
@@ -24,19 +28,15 @@ def embedded_metadata() -> dict[str, Any]:
     return json.loads(EMBEDDED_METADATA.read_text()) if EMBEDDED_METADATA.is_file() else {}
 
 
-def load_embedded_segmenter(device: str = "auto", precision: str = "fp32", settings=None):
-    """PartSegmenter over the shipped weights (no network, no extra files)."""
-    from .errors import WpsSamError
-    from .segmenter import PartSegmenter
-
+def load_embedded_segmenter(device: str = DEFAULT_DEVICE, precision: str = DEFAULT_PRECISION,
+                            settings: SegmenterSettings | None = None) -> PartSegmenter:
+    """PartSegmenter over the shipped weights (no network, no extra files); it carries DEMO_MODEL_CAVEAT."""
     if not embedded_available():
         raise WpsSamError(
             f"no embedded default model in {ASSETS_DIR}; pass --prompter (and --sam-checkpoint) "
             f"or reinstall the package"
         )
-    seg = PartSegmenter.from_checkpoints(
-        EMBEDDED_PROMPTER, EMBEDDED_SAM_TYPE, EMBEDDED_SAM_WEIGHTS, device, precision, settings
+    return PartSegmenter.from_checkpoints(
+        EMBEDDED_PROMPTER, EMBEDDED_SAM_TYPE, EMBEDDED_SAM_WEIGHTS, device, precision, settings,
+        description=EMBEDDED_DESCRIPTION, caveat=DEMO_MODEL_CAVEAT,
     )
-    seg.description = "embedded default model (tiny SAM + box-trained prompter, procedural part world)"
-    seg.caveat = DEMO_MODEL_CAVEAT
-    return seg

@@ -24,6 +24,8 @@ from .preprocess import ImageGeometry, SamTransform, normalize_and_pad, to_rgb_u
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_PRECISION = "fp32"
+DEFAULT_DEVICE = "auto"  # cuda if available, else cpu
 # Where part masks overlap, which one keeps the pixel. Parts nest (a window inside a car body, a cap
 # on a bottle): painting smaller masks over larger ones keeps the nested part visible, whereas
 # "score" lets a confident body mask swallow its windows. Ties fall back to the score.
@@ -152,10 +154,17 @@ class PartSegmenter:
         self,
         model: WPSSAM,
         class_names: Sequence[str],
-        device: str = "auto",
-        precision: str = "fp32",
+        device: str = DEFAULT_DEVICE,
+        precision: str = DEFAULT_PRECISION,
         settings: SegmenterSettings | None = None,
+        *,
+        sam_type: str = "",
+        description: str = "",
+        caveat: str = "",
     ) -> None:
+        """`sam_type`: the SAM registry name of `model.sam` ("" unknown); `description`: where the weights
+        came from, for logs and diagnostics; `caveat`: what a user must know about these weights (the
+        embedded demo model), else ""."""
         if len(class_names) != model.prompter.cfg.num_classes:
             raise WpsSamError(f"{len(class_names)} class names for a {model.prompter.cfg.num_classes}-class prompter")
         if precision not in PRECISIONS:
@@ -170,8 +179,9 @@ class PartSegmenter:
         self.transform = SamTransform(model.image_size)
         self._settings = (settings or SegmenterSettings()).validated(self.class_names)
         self._settings_lock = threading.Lock()
-        self.description = ""  # where the weights came from, for logs and diagnostics
-        self.caveat = ""  # what a user must know about these weights (the embedded demo model), else ""
+        self.sam_type = sam_type
+        self.description = description
+        self.caveat = caveat
 
     # ---- construction --------------------------------------------------------------------
     @classmethod
@@ -180,11 +190,15 @@ class PartSegmenter:
         prompter_checkpoint: str | Path,
         sam_type: str | None = None,
         sam_checkpoint: str | Path | None = None,
-        device: str = "auto",
-        precision: str = "fp32",
+        device: str = DEFAULT_DEVICE,
+        precision: str = DEFAULT_PRECISION,
         settings: SegmenterSettings | None = None,
+        *,
+        description: str = "",
+        caveat: str = "",
     ) -> "PartSegmenter":
-        """Prompter checkpoint + SAM (official checkpoint file; random weights if None)."""
+        """Prompter checkpoint + SAM (official checkpoint file; random weights if None); `sam_type`
+        None = the prompter's. `description` "" names the files."""
         from .checkpoint import load_prompter_checkpoint
         from .modeling.sam import get_sam_config, load_sam
 
@@ -193,9 +207,10 @@ class PartSegmenter:
         ckpt.check_compatible(sam_type, get_sam_config(sam_type).image_size)
         sam = load_sam(sam_type, sam_checkpoint)
         model = WPSSAM(sam, ckpt.build_prompter(sam.prompt_encoder.image_embedding_size[0]))
-        seg = cls(model, ckpt.class_names, device, precision, settings)
-        seg.description = f"prompter {prompter_checkpoint} on SAM {sam_type} ({sam_checkpoint or 'random weights'})"
-        return seg
+        description = description or (
+            f"prompter {prompter_checkpoint} on SAM {sam_type} ({sam_checkpoint or 'random weights'})")
+        return cls(model, ckpt.class_names, device, precision, settings,
+                   sam_type=sam_type, description=description, caveat=caveat)
 
     # ---- settings ------------------------------------------------------------------------
     @property
@@ -295,3 +310,28 @@ class PartSegmenter:
         sel_dev = sel.to(low_res.device)
         return assemble(masks, class_ids.cpu()[sel].numpy(), scores[sel_dev].cpu().numpy(),
                         ious[sel_dev].cpu().numpy(), self.class_names, settings.overlap)
+
+
+def load_segmenter(
+    prompter: str | Path | None = None,
+    sam_type: str | None = None,
+    sam_checkpoint: str | Path | None = None,
+    device: str = DEFAULT_DEVICE,
+    precision: str = DEFAULT_PRECISION,
+    settings: SegmenterSettings | None = None,
+) -> PartSegmenter:
+    """The one rule for choosing the model, shared by the CLI and the ROS node.
+
+    A prompter checkpoint runs on SAM `sam_type` (empty: the prompter's) with the weights of
+    `sam_checkpoint` (empty: random weights); no prompter runs the embedded default model, which brings
+    its own SAM, so a SAM checkpoint or type without a prompter is refused.
+    """
+    if prompter:
+        return PartSegmenter.from_checkpoints(prompter, sam_type or None, sam_checkpoint or None, device,
+                                              precision, settings)
+    if sam_checkpoint or sam_type:
+        raise WpsSamError("a SAM checkpoint or SAM type needs a prompter checkpoint (--prompter, prompter_checkpoint):"
+                          " the embedded default model brings its own SAM")
+    from .embedded import load_embedded_segmenter
+
+    return load_embedded_segmenter(device, precision, settings)

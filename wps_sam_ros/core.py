@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from wps_sam_core.errors import WpsSamError
-from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings
+from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings, load_segmenter as core_load_segmenter
 
 from . import topics
 from .conversions import message_to_rgb
@@ -41,18 +41,11 @@ def settings_from_parameters(params: dict[str, Any]) -> SegmenterSettings:
 
 
 def load_segmenter(params: dict[str, Any]) -> PartSegmenter:
-    """prompter_checkpoint empty = the embedded default model; otherwise prompter (+ SAM) files."""
-    from wps_sam_core.embedded import load_embedded_segmenter
-
+    """The segmenter the node parameters name (checked first; the rule is the core's load_segmenter):
+    prompter_checkpoint empty = the embedded default model; otherwise prompter (+ SAM) files."""
     check_all(params)
-    settings = settings_from_parameters(params)
-    if params["prompter_checkpoint"]:
-        return PartSegmenter.from_checkpoints(
-            params["prompter_checkpoint"], params["sam_type"] or None, params["sam_checkpoint"] or None,
-            params["device"], params["precision"], settings)
-    if params["sam_checkpoint"] or params["sam_type"]:
-        raise WpsSamError("sam_checkpoint/sam_type need prompter_checkpoint (the embedded model brings its own SAM)")
-    return load_embedded_segmenter(params["device"], params["precision"], settings)
+    return core_load_segmenter(params["prompter_checkpoint"], params["sam_type"], params["sam_checkpoint"],
+                               params["device"], params["precision"], settings_from_parameters(params))
 
 
 # ---- the pieces ------------------------------------------------------------------------------------

@@ -3,41 +3,38 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
-from ..errors import WpsSamError
+if TYPE_CHECKING:
+    from ..segmenter import PartSegmenter
 
 log = logging.getLogger("wps_sam")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """Model-selection flags shared by every subcommand that runs the model."""
+    """--prompter/--sam-type/--sam-checkpoint, device, precision and the SegmenterSettings knobs; the
+    defaults and choices are the core's own (SegmenterSettings(), PRECISIONS, OVERLAP_ORDERS)."""
     from ..modeling.sam import SAM_CONFIGS
-    from ..segmenter import OVERLAP_ORDERS
+    from ..segmenter import DEFAULT_DEVICE, DEFAULT_PRECISION, OVERLAP_ORDERS, PRECISIONS, SegmenterSettings
 
+    defaults = SegmenterSettings()
     parser.add_argument("--prompter", help="prompter checkpoint (.safetensors); default: the embedded model")
     parser.add_argument("--sam-type", choices=sorted(SAM_CONFIGS), help="SAM type (default: the prompter's)")
     parser.add_argument("--sam-checkpoint", help="official SAM checkpoint (.pth or .safetensors)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--score-threshold", type=float, default=0.5)
-    parser.add_argument("--mask-threshold", type=float, default=0.0)
-    parser.add_argument("--max-instances", type=int, default=25)
-    parser.add_argument("--overlap", choices=OVERLAP_ORDERS, default=OVERLAP_ORDERS[0],
+    parser.add_argument("--device", default=DEFAULT_DEVICE, help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=list(PRECISIONS))
+    parser.add_argument("--score-threshold", type=float, default=defaults.score_threshold)
+    parser.add_argument("--mask-threshold", type=float, default=defaults.mask_threshold)
+    parser.add_argument("--max-instances", type=int, default=defaults.max_instances)
+    parser.add_argument("--overlap", choices=OVERLAP_ORDERS, default=defaults.overlap,
                         help="who keeps overlapping pixels: the smaller mask (nested parts stay visible) or the higher score")
 
 
-def segmenter_from_args(args: argparse.Namespace):
-    from ..embedded import load_embedded_segmenter
-    from ..segmenter import PartSegmenter, SegmenterSettings
+def segmenter_from_args(args: argparse.Namespace) -> PartSegmenter:
+    """The segmenter add_model_args' flags name (wps_sam_core.segmenter.load_segmenter's rule)."""
+    from ..segmenter import SegmenterSettings, load_segmenter
 
     settings = SegmenterSettings(args.score_threshold, args.mask_threshold, args.max_instances, overlap=args.overlap)
-    if args.prompter:
-        seg = PartSegmenter.from_checkpoints(
-            args.prompter, args.sam_type, args.sam_checkpoint, args.device, args.precision, settings
-        )
-    else:
-        if args.sam_checkpoint:
-            raise WpsSamError("--sam-checkpoint needs --prompter (the embedded model brings its own SAM)")
-        seg = load_embedded_segmenter(args.device, args.precision, settings)
+    seg = load_segmenter(args.prompter, args.sam_type, args.sam_checkpoint, args.device, args.precision, settings)
     log.info("using %s", seg.description)
     return seg

@@ -27,17 +27,9 @@ def run_export(args: argparse.Namespace) -> int:
         raise WpsSamError("ONNX export needs the `export` extra: pip install onnx onnxruntime") from None
     args.precision = "fp32"
     seg = segmenter_from_args(args)
-    sam_type = args.sam_type or _prompter_sam_type(args.prompter)
-    exported = export_onnx(seg.model, seg.class_names, args.onnx, sam_type=sam_type, opset=args.opset,
+    exported = export_onnx(seg.model, seg.class_names, args.onnx, sam_type=seg.sam_type, opset=args.opset,
                            include_encoder=not args.no_encoder)
     for name, path in exported.files.items():
         print(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     print(f"metadata: {exported.directory / 'export.json'}")
     return 0
-
-
-def _prompter_sam_type(prompter: str | None) -> str:
-    from ..checkpoint import load_prompter_checkpoint
-    from ..embedded import EMBEDDED_SAM_TYPE
-
-    return load_prompter_checkpoint(prompter).sam_type if prompter else EMBEDDED_SAM_TYPE
