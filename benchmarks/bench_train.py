@@ -86,7 +86,7 @@ def main() -> None:
 
         def build():
             nonlocal cache
-            cache = build_cache(root / "cache", model, provenance_for(model, args.sam_type), items,
+            cache = build_cache(root / "cache", model.sam, provenance_for(model.sam, args.sam_type), items,
                                 batch_size=1, progress=False)
         cache_build_s = timed(build)
         image_size = get_sam_config(args.sam_type).image_size

@@ -22,8 +22,8 @@ def items(n):
 
 
 def test_cache_holds_the_encoder_output_and_flips(tmp_path, tiny_model):
-    prov = provenance_for(tiny_model, "tiny")
-    cache = build_cache(tmp_path / "c", tiny_model, prov, items(3), variants=("orig", "hflip"), shard_size=2, progress=False)
+    prov = provenance_for(tiny_model.sam, "tiny")
+    cache = build_cache(tmp_path / "c", tiny_model.sam, prov, items(3), variants=("orig", "hflip"), shard_size=2, progress=False)
     assert cache.complete and len(cache.entries) == 6
     transform = SamTransform(tiny_model.image_size)
     for key, load in items(3):
@@ -35,15 +35,15 @@ def test_cache_holds_the_encoder_output_and_flips(tmp_path, tiny_model):
 
 
 def test_stale_and_incomplete_caches_are_refused(tmp_path, tiny_model):
-    prov = provenance_for(tiny_model, "tiny")
-    cache = build_cache(tmp_path / "c", tiny_model, prov, items(2), progress=False)
-    other = provenance_for(make_tiny_model(seed=5), "tiny")
+    prov = provenance_for(tiny_model.sam, "tiny")
+    cache = build_cache(tmp_path / "c", tiny_model.sam, prov, items(2), progress=False)
+    other = provenance_for(make_tiny_model(seed=5).sam, "tiny")
     with pytest.raises(WpsSamError, match="stale embedding cache.*sam_weights_sha256"):
         cache.check(other)
     with pytest.raises(WpsSamError, match="lacks 1 images"):
         cache.check(prov, ["img0.png", "img9.png"])
     with pytest.raises(WpsSamError, match="other weights, preprocessing or images"):
-        build_cache(tmp_path / "c", make_tiny_model(seed=5), other, items(2), progress=False)
+        build_cache(tmp_path / "c", make_tiny_model(seed=5).sam, other, items(2), progress=False)
     (tmp_path / "c" / shard_name(0)).unlink()
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
     manifest["finished_shards"] = []

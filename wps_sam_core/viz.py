@@ -21,10 +21,6 @@ def palette(num_classes: int) -> np.ndarray:
     return colours
 
 
-def colorize(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    return palette(num_classes)[labels]
-
-
 def overlay(image_rgb: np.ndarray, labels: np.ndarray, instance_ids: np.ndarray | None,
             class_names: Sequence[str], alpha: float = 0.55) -> np.ndarray:
     """Blend part colours over the image, outline each instance, and add a legend of the classes present."""

@@ -125,19 +125,11 @@ class DdsBackend:
 
 
 # ---- type hashes (REP 2011, ROS 2 Iron and later) ------------------------------------------------
-@lru_cache(maxsize=1)
 def _jazzy_typestore():
     """rosbags' ROS 2 Jazzy typestore plus vision_msgs 4.1 (msgdefs): the definitions Jazzy hashes."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    from .messages import typestore_with_vision_msgs
 
-    from .msgdefs import VISION_MSGS
-
-    store = get_typestore(Stores.ROS2_JAZZY)
-    types: dict = {}
-    for name, text in VISION_MSGS.items():
-        types.update(get_types_from_msg(text, name))
-    store.register(types)
-    return store
+    return typestore_with_vision_msgs("JAZZY")
 
 
 @lru_cache(maxsize=None)

@@ -59,19 +59,25 @@ class RclpyBackend:
         return bytes([value])  # rclpy maps the ROS `byte` type to a 1-byte bytes object
 
 
-@lru_cache(maxsize=1)
-def ros2_typestore():
-    """rosbags' ROS 2 Humble typestore plus the vision_msgs definitions (built once)."""
+@lru_cache(maxsize=None)
+def typestore_with_vision_msgs(distro: str = "HUMBLE"):
+    """rosbags' typestore of ROS 2 `distro` (HUMBLE, JAZZY, ...) plus the vision_msgs definitions of
+    msgdefs (built once per distro)."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     from .msgdefs import VISION_MSGS
 
-    store = get_typestore(Stores.ROS2_HUMBLE)
+    store = get_typestore(Stores[f"ROS2_{distro}"])
     types: dict = {}
     for name, text in VISION_MSGS.items():
         types.update(get_types_from_msg(text, name))
     store.register(types)
     return store
+
+
+def ros2_typestore():
+    """The Humble typestore plus vision_msgs: what bags are read and written with."""
+    return typestore_with_vision_msgs("HUMBLE")
 
 
 class RosbagsBackend:

@@ -45,24 +45,19 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_cache(args: argparse.Namespace) -> int:
-    from ..distill.cache import build_cache, provenance_for
     from ..data.coco import CocoPartDataset
+    from ..distill.cache import build_cache, provenance_for
     from ..image_io import read_image_rgb
     from ..io_utils import sha256_file
-    from ..modeling.wpssam import WPSSAM
-    from ..modeling.prompter import Prompter, PrompterConfig
-    from ..modeling.sam import get_sam_config, load_sam
+    from ..modeling.sam import load_sam
     from ..segmenter import resolve_device
 
     dataset = CocoPartDataset.from_root(args.data, args.split, skip_bad=args.skip_bad)
     sam = load_sam(args.sam_type, args.sam_checkpoint or None).to(resolve_device(args.device))
-    cfg = get_sam_config(args.sam_type)
-    model = WPSSAM(sam, Prompter(PrompterConfig(num_classes=1, enc_layers=0, dec_layers=0, prompt_dim=cfg.prompt_embed_dim),
-                                 cfg.embedding_size))  # the prompter is irrelevant to the cache
-    provenance = provenance_for(model, args.sam_type, sha256_file(args.sam_checkpoint) if args.sam_checkpoint else "")
+    provenance = provenance_for(sam, args.sam_type, sha256_file(args.sam_checkpoint) if args.sam_checkpoint else "")
     items = [(dataset.instances(i).file_name, (lambda p=dataset.image_path(i): read_image_rgb(p)))
              for i in range(len(dataset))]
     variants = ("orig", "hflip") if args.hflip else ("orig",)
-    cache = build_cache(args.out, model, provenance, items, variants, args.shard_size, args.batch_size)
+    cache = build_cache(args.out, sam, provenance, items, variants, args.shard_size, args.batch_size)
     print(json.dumps({"cache": str(cache.root), "entries": len(cache.entries), "complete": cache.complete}))
     return 0

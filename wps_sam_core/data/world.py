@@ -178,7 +178,9 @@ MAX_ROTATION = {"mug": 0.5, "bottle": math.pi, "hammer": math.pi, "quadruped": 0
 
 
 @dataclass
-class PartInstance:
+class ScenePart:
+    """A part drawn in a Scene: its class, the object it belongs to, its visible pixels."""
+
     class_index: int   # into PART_CLASSES
     object_index: int  # into Scene.objects
     area: int
@@ -196,7 +198,7 @@ class ObjectInstance:
 class Scene:
     image: np.ndarray     # HxWx3 uint8 RGB
     part_ids: np.ndarray  # HxW int32: 0 background, k = parts[k - 1] (visible pixels only)
-    parts: list[PartInstance]
+    parts: list[ScenePart]
     objects: list[ObjectInstance]
 
     def part_labels(self) -> np.ndarray:
@@ -283,11 +285,11 @@ def _scene_from_canvas(image: np.ndarray, ids: np.ndarray, n_surfaces: int, surf
     """Turn surface ids into part instances, dropping parts with too few visible pixels."""
     counts = np.bincount(ids.ravel(), minlength=n_surfaces)
     lut = np.zeros(len(counts), dtype=np.int32)
-    parts: list[PartInstance] = []
+    parts: list[ScenePart] = []
     for surface in sorted(surface_part):
         if counts[surface] >= MIN_PART_PIXELS:
             class_index, obj = surface_part[surface]
-            parts.append(PartInstance(class_index, obj, int(counts[surface])))
+            parts.append(ScenePart(class_index, obj, int(counts[surface])))
             lut[surface] = len(parts)
     owner = np.zeros(n_surfaces, dtype=np.int32)  # surface -> object index + 1 (0: not a part)
     for surface, (_, obj) in surface_part.items():

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from segment_anything.modeling import Sam
 
 from ..errors import WpsSamError
 from ..io_utils import atomic_path, atomic_write_text
@@ -49,14 +50,15 @@ class CacheProvenance:
         return data
 
 
-def provenance_for(model, sam_type: str, sam_checkpoint_sha256: str = "") -> CacheProvenance:
+def provenance_for(sam: Sam, sam_type: str, sam_checkpoint_sha256: str = "") -> CacheProvenance:
+    """The provenance of embeddings made by `sam`'s image encoder (its weights are hashed)."""
     from ..checkpoint import tensors_sha256
 
     return CacheProvenance(
         sam_type=sam_type,
         sam_checkpoint_sha256=sam_checkpoint_sha256,
-        sam_weights_sha256=tensors_sha256(model.sam.image_encoder.state_dict()),
-        image_size=model.image_size,
+        sam_weights_sha256=tensors_sha256(sam.image_encoder.state_dict()),
+        image_size=sam.image_encoder.img_size,
     )
 
 
@@ -133,7 +135,7 @@ def shard_name(shard: int) -> str:
 
 def build_cache(
     root: str | Path,
-    model,
+    sam: Sam,
     provenance: CacheProvenance,
     items: Sequence[tuple[str, Callable[[], np.ndarray]]],
     variants: Sequence[str] = ("orig",),
@@ -141,7 +143,8 @@ def build_cache(
     batch_size: int = 4,
     progress: bool = True,
 ) -> EmbeddingCache:
-    """Encode `items` (key, image loader) into a cache at `root`, resuming a killed build."""
+    """Encode `items` (key, image loader) with `sam`'s image encoder into a cache at `root`, resuming a
+    killed build."""
     from safetensors.torch import save_file
     from tqdm import tqdm
 
@@ -161,8 +164,8 @@ def build_cache(
                 f"{root} holds a cache for other weights, preprocessing or images; use an empty folder or delete it"
             )
         finished = {s for s in existing.finished if (root / shard_name(s)).is_file()}
-    transform = SamTransform(model.image_size)
-    device = next(model.sam.image_encoder.parameters()).device
+    transform = SamTransform(sam.image_encoder.img_size)
+    device = next(sam.image_encoder.parameters()).device
     entries: list[dict] = []
     for i, (key, variant) in enumerate(plan):  # geometry needs only sizes: cheap, done for every entry
         entries.append({"key": key, "variant": variant, "shard": i // shard_size})
@@ -205,7 +208,7 @@ def build_cache(
                 entries[i].update(original_size=list(geometry.original_size), input_size=list(geometry.input_size))
                 resized.append(tensor)
             with torch.inference_mode():
-                embeddings = model.sam.image_encoder(normalize_and_pad(model.sam, resized).to(device))
+                embeddings = sam.image_encoder(normalize_and_pad(sam, resized).to(device))
             for i, emb in zip(chunk, embeddings):
                 tensors[str(i)] = emb.half().cpu().contiguous()
             bar.update(len(chunk))

@@ -10,6 +10,7 @@ import logging
 import math
 import pickle
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,30 +41,53 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def teacher_targets(model: WPSSAM, batch: dict, device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """SAM's prompt encoder on the weak labels (boxes first, then points), in two batched calls."""
+def teacher_targets(model: WPSSAM, batch: dict, device: torch.device) -> list[dict[str, torch.Tensor | None]]:
+    """SAM's prompt encoder on the weak labels, in two batched calls (all boxes, all points).
+
+    Per image: "labels" and "tokens" of its boxes, then of its points; "coords" (normalised to [0, 1],
+    for the box/point heads) when the image's labels are all of one kind, else None.
+    """
     boxes = torch.cat(batch["boxes"]).to(device)
     points = torch.cat(batch["points"]).to(device)
     box_tokens = model.teacher_box_tokens(boxes) if len(boxes) else None
     point_tokens = model.teacher_point_tokens(points) if len(points) else None
-    targets, b0, p0 = [], 0, 0
-    for bc, pc in zip(batch["box_classes"], batch["point_classes"]):
-        parts, labels = [], []
-        if len(bc):
-            parts.append(box_tokens[b0: b0 + len(bc)]); labels.append(bc)
-        if len(pc):
-            parts.append(point_tokens[p0: p0 + len(pc)]); labels.append(pc)
-        b0, p0 = b0 + len(bc), p0 + len(pc)
-        dim = model.sam.prompt_encoder.embed_dim
-        # normalised coordinates for box/point heads, when the image's labels are all of one kind
-        coords = (boxes[b0 - len(bc): b0] if len(bc) and not len(pc) else
-                  points[p0 - len(pc): p0] if len(pc) and not len(bc) else None)
+    dim = model.sam.prompt_encoder.embed_dim
+    targets = []
+    b0 = p0 = 0
+    for box_classes, point_classes in zip(batch["box_classes"], batch["point_classes"]):
+        b1, p1 = b0 + len(box_classes), p0 + len(point_classes)
+        labels = [classes for classes in (box_classes, point_classes) if len(classes)]
+        tokens = []
+        if b1 > b0:
+            tokens.append(box_tokens[b0:b1])
+        if p1 > p0:
+            tokens.append(point_tokens[p0:p1])
+        coords = None
+        if b1 > b0 and p1 == p0:
+            coords = boxes[b0:b1] / model.image_size
+        elif p1 > p0 and b1 == b0:
+            coords = points[p0:p1] / model.image_size
         targets.append({
             "labels": torch.cat(labels).to(device) if labels else torch.zeros(0, dtype=torch.long, device=device),
-            "tokens": torch.cat(parts) if parts else torch.zeros(0, 2, dim, device=device),
-            "coords": None if coords is None else coords / model.image_size,
+            "tokens": torch.cat(tokens) if tokens else torch.zeros(0, 2, dim, device=device),
+            "coords": coords,
         })
+        b0, p0 = b1, p1
     return targets
+
+
+@dataclass
+class TrainingRun:
+    """What the loop needs beyond the trainer's modules; made once by Trainer._setup."""
+
+    train_data: DistillDataset
+    val_set: CocoPartDataset | None
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    steps_per_epoch: int
+    total_steps: int
+    start_step: int  # > 0 when resumed
+    best: float  # best validation mIoU so far (-inf: none yet)
+    on_the_fly: bool  # no embedding cache: the frozen encoder runs at every step
 
 
 class Trainer:
@@ -91,10 +115,14 @@ class Trainer:
         return CocoPartDataset.from_root(self.cfg.data.root, split, skip_bad=self.cfg.data.skip_bad)
 
     def run(self) -> dict:
-        cfg = self.cfg
-        fabric = self._fabric()
-        fabric.launch()
-        self.fabric = fabric
+        self.fabric = self._fabric()
+        self.fabric.launch()
+        return self._loop(self._setup())
+
+    def _setup(self) -> TrainingRun:
+        """Data, frozen SAM + prompter, optimizer, scheduler, criterion (and the resumed state): sets the
+        trainer's modules (`model`, `prompter`, `optimizer`, `criterion`, `meta`) and returns the rest."""
+        cfg, fabric = self.cfg, self.fabric
         fabric.seed_everything(cfg.run.seed)  # same initial prompter on every rank
         if fabric.is_global_zero and self.out.is_dir():
             for stale in self.out.glob(".*.tmp"):  # half-written checkpoint of a killed run: never used
@@ -111,7 +139,7 @@ class Trainer:
         cache = None
         if cfg.data.cache_dir:
             cache = EmbeddingCache(cfg.data.cache_dir)
-            cache.check(provenance_for(self.model, sam_type, sam_sha),
+            cache.check(provenance_for(sam, sam_type, sam_sha),
                         [train_set.instances(i).file_name for i in range(len(train_set))])
         else:
             log.info("no embedding cache: the frozen encoder runs at every step (see `wps-sam cache`)")
@@ -119,9 +147,8 @@ class Trainer:
 
         opt_cls = torch.optim.AdamW if cfg.optim.optimizer == "adamw" else torch.optim.Adam
         optimizer = opt_cls(prompter.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        batches0 = epoch_batches(len(train_data), cfg.optim.batch_size, 0, cfg.run.seed, fabric.global_rank,
-                                 fabric.world_size, cfg.data.hflip)
-        steps_per_epoch = len(batches0)
+        steps_per_epoch = len(epoch_batches(len(train_data), cfg.optim.batch_size, 0, cfg.run.seed,
+                                            fabric.global_rank, fabric.world_size, cfg.data.hflip))
         total = cfg.optim.max_steps if cfg.optim.max_steps > 0 else cfg.optim.epochs * steps_per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps, total, cfg.optim.min_lr_ratio))
@@ -133,26 +160,32 @@ class Trainer:
         self.meta = dict(config=prompter_cfg, class_names=train_set.class_names, sam_type=sam_type,
                          image_size=sam_cfg.image_size, sam_checkpoint_sha256=sam_sha)
         val_set = self._data(cfg.data.val_split) if cfg.data.val_split else None
-        return self._loop(train_data, scheduler, step, best, total, steps_per_epoch, cache is None, val_set)
+        return TrainingRun(train_data, val_set, scheduler, steps_per_epoch, total, step, best, cache is None)
+
+    @property
+    def unwrapped(self) -> Prompter:
+        """The prompter itself, without Fabric's wrapper (and DDP's): what is saved and validated."""
+        return self.prompter.module if hasattr(self.prompter, "module") else self.prompter
 
     # ---- loop ----------------------------------------------------------------------------
-    def _loop(self, train_data, scheduler, step, best, total, steps_per_epoch, on_the_fly, val_set) -> dict:
+    def _loop(self, run: TrainingRun) -> dict:
         from tqdm import tqdm
 
         cfg, fabric = self.cfg, self.fabric
+        step, best, total, scheduler = run.start_step, run.best, run.total_steps, run.scheduler
         bar = tqdm(total=total, initial=step, disable=not (cfg.run.progress and fabric.is_global_zero),
                    desc="training", unit="step")
         last_losses: dict[str, float] = {}
         started = time.perf_counter()
         while step < total:
-            epoch, offset = divmod(step, steps_per_epoch)
-            batches = epoch_batches(len(train_data), cfg.optim.batch_size, epoch, cfg.run.seed,
+            epoch, offset = divmod(step, run.steps_per_epoch)
+            batches = epoch_batches(len(run.train_data), cfg.optim.batch_size, epoch, cfg.run.seed,
                                     fabric.global_rank, fabric.world_size, cfg.data.hflip)[offset:]
-            loader = torch.utils.data.DataLoader(train_data, batch_sampler=batches, collate_fn=collate,
+            loader = torch.utils.data.DataLoader(run.train_data, batch_sampler=batches, collate_fn=collate,
                                                  num_workers=cfg.data.num_workers)
             for batch in loader:
                 torch.manual_seed(cfg.run.seed * 7919 + step * fabric.world_size + fabric.global_rank)
-                losses = self._step(batch, on_the_fly)
+                losses = self._step(batch, run.on_the_fly)
                 scheduler.step()
                 step += 1
                 bar.update(1)
@@ -161,8 +194,8 @@ class Trainer:
                     fabric.log_dict({**{f"train/{k}": v for k, v in last_losses.items()},
                                      "train/lr": scheduler.get_last_lr()[0], "epoch": epoch}, step=step)
                     bar.set_postfix(loss=f"{last_losses['loss']:.4f}")
-                if val_set is not None and (step % cfg.run.val_every == 0 or step == total):
-                    score = self._validate(val_set, step)
+                if run.val_set is not None and (step % cfg.run.val_every == 0 or step == total):
+                    score = self._validate(run.val_set, step)
                     if score > best:
                         best = score
                         self._save_prompter(BEST_PROMPTER, step, {"val_mIoU": score})
@@ -209,7 +242,7 @@ class Trainer:
         from ..segmenter import PartSegmenter
 
         fabric = self.fabric
-        module = self.prompter.module if hasattr(self.prompter, "module") else self.prompter
+        module = self.unwrapped
         segmenter = PartSegmenter(WPSSAM(self.model.sam, module), val_set.class_names, device=str(fabric.device))
         metrics = SegmentationMetrics(val_set.num_classes, val_set.class_names)
         indices = list(range(min(len(val_set), self.cfg.data.val_max_images)))[fabric.global_rank::fabric.world_size]
@@ -231,15 +264,13 @@ class Trainer:
     def _save_prompter(self, name: str, step: int, info: dict) -> None:
         if not self.fabric.is_global_zero:
             return
-        module = self.prompter.module if hasattr(self.prompter, "module") else self.prompter
-        ckpt = PrompterCheckpoint(state_dict=module.state_dict(), info={"step": step, **info,
-                                  "train_config": self.cfg.to_dict()}, **self.meta)
+        ckpt = PrompterCheckpoint(state_dict=self.unwrapped.state_dict(),
+                                  info={"step": step, **info, "train_config": self.cfg.to_dict()}, **self.meta)
         save_prompter_checkpoint(self.out / name, ckpt)
 
     def _save_state(self, scheduler, step: int, best: float) -> None:
         if self.fabric.is_global_zero:
-            module = self.prompter.module if hasattr(self.prompter, "module") else self.prompter
-            state = {"prompter": module.state_dict(), "optimizer": self.optimizer.state_dict(),
+            state = {"prompter": self.unwrapped.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "step": step, "best": best,
                      "config": json.dumps(self.cfg.to_dict())}
             with atomic_path(self.out / STATE_FILE) as tmp:

@@ -177,7 +177,7 @@ def refusal_reason(exc: pickle.UnpicklingError) -> str:
 def guess_sam_type(state: Mapping[str, torch.Tensor]) -> str | None:
     """Name the registered SAM type whose layout a state dict has, or None."""
     if any(k.startswith("image_encoder.layers.") for k in state):
-        return "vit_t" if "vit_t" in SAM_CONFIGS else "vit_t (MobileSAM)"
+        return "vit_t"  # MobileSAM's TinyViT encoder
     patch = state.get("image_encoder.patch_embed.proj.weight")
     pos = state.get("image_encoder.pos_embed")
     if patch is None or pos is None:
