@@ -332,8 +332,11 @@ class CocoPartDataset:
         path = self.image_dir / rec.file_name
         image = read_image_rgb(path)
         if image.shape[:2] != (rec.height, rec.width):
+            rotated = image.shape[:2] == (rec.width, rec.height)
             raise WpsSamError(f"{path}: image is {image.shape[1]}x{image.shape[0]} but the annotation file "
-                              f"{self.annotation_file} says {rec.width}x{rec.height}")
+                              f"{self.annotation_file} says {rec.width}x{rec.height}"
+                              + (" (image files are read with their EXIF orientation applied, as viewers show"
+                                 " them)" if rotated else ""))
         return PartSample(rec.image_id, rec.file_name, rec.height, rec.width, self.num_classes,
                           rec.annotation_ids, rec.class_indices, rec.boxes, rec.rles, image)
 

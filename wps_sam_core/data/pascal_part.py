@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from ..errors import WpsSamError
+from ..image_io import EXIF_ORIENTATION_TAG
 from ..io_utils import atomic_path, atomic_write_text
 from .categories import CategoryMap
 
@@ -107,12 +108,15 @@ def _find_image(images_dir: Path, stem: str) -> Path | None:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header only."""
+    """(width, height) from the header only, as viewers show the image (EXIF orientation applied, as
+    image_io.read_image_rgb reads it)."""
     try:
         with Image.open(path) as image:
-            return image.size
+            width, height = image.size
+            turned = image.getexif().get(EXIF_ORIENTATION_TAG, 1) in (5, 6, 7, 8)
     except (UnidentifiedImageError, OSError) as exc:
         raise WpsSamError(f"cannot read image {path}: {exc}") from None
+    return (height, width) if turned else (width, height)
 
 
 def label_components(labels: np.ndarray, class_value: int, min_area: int = 1) -> list[np.ndarray]:
