@@ -25,7 +25,6 @@ from launch import LaunchDescription  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource, get_launch_description_from_python_launch_file  # noqa: E402,E501
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
@@ -33,12 +32,12 @@ from wps_sam_ros import topics  # noqa: E402
 from wps_sam_ros.messages import MessageFactory, RclpyBackend  # noqa: E402
 
 from conftest import random_image  # noqa: E402
+from rclpy_helpers import change_state, lifecycle_state, probe_node  # noqa: E402
 
 LAUNCH_FILE = SHARE / "launch" / topics.LAUNCH_FILE
 NAMESPACE = "lt_launch"
 IMAGE_TOPIC = f"/{NAMESPACE}/image"
 NODE = f"/{NAMESPACE}/{topics.NODE_NAME}"
-EMBEDDED_NS = "lt_embedded"
 
 
 def test_installed_launch_file_declares_the_topics_arguments():
@@ -72,32 +71,16 @@ def lifecycle_launch(tiny_files, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def probe():
-    rclpy.init()
-    node = rclpy.create_node("part_seg_launch_probe")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
-
-
-def call(node, srv_type, name: str, request, timeout: float = 30.0):
-    client = node.create_client(srv_type, name)
-    assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
-    future = client.call_async(request)
-    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
-    node.destroy_client(client)
-    return future.result()
-
-
-def lifecycle_state(node) -> int:
-    return call(node, GetState, f"{NODE}/get_state", GetState.Request()).current_state.id
+    with probe_node("part_seg_launch_probe", loopback=False) as node:
+        yield node
 
 
 @pytest.mark.launch(fixture=lifecycle_launch)
 def test_autostart_reaches_active_and_deactivate_stops_output(probe):
     deadline = time.monotonic() + 120  # configure loads the model
-    while lifecycle_state(probe) != State.PRIMARY_STATE_ACTIVE and time.monotonic() < deadline:
+    while lifecycle_state(probe, NODE) != State.PRIMARY_STATE_ACTIVE and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert lifecycle_state(probe) == State.PRIMARY_STATE_ACTIVE
+    assert lifecycle_state(probe, NODE) == State.PRIMARY_STATE_ACTIVE
 
     factory = MessageFactory(RclpyBackend())
     masks: list = []
@@ -116,21 +99,19 @@ def test_autostart_reaches_active_and_deactivate_stops_output(probe):
         return False
 
     assert feed_until(lambda: len(masks) > 0, 60), "active lifecycle node did not answer"
-    result = call(probe, ChangeState, f"{NODE}/change_state",
-                  ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
-    assert result.success and lifecycle_state(probe) == State.PRIMARY_STATE_INACTIVE
+    assert change_state(probe, NODE, Transition.TRANSITION_DEACTIVATE)
+    assert lifecycle_state(probe, NODE) == State.PRIMARY_STATE_INACTIVE
     # autostart must not undo the user's deactivate (it reacts to configuring -> inactive only, once)
     states = []
     for _ in range(10):
         rclpy.spin_once(probe, timeout_sec=0.2)
-        states.append(lifecycle_state(probe))
+        states.append(lifecycle_state(probe, NODE))
     assert set(states) == {State.PRIMARY_STATE_INACTIVE}, states
     feed_until(lambda: False, 1.0)  # let in-flight frames land
     count = len(masks)
     assert not feed_until(lambda: len(masks) > count, 3.0), "inactive node still publishes"
-    result = call(probe, ChangeState, f"{NODE}/change_state",
-                  ChangeState.Request(transition=Transition(id=Transition.TRANSITION_CLEANUP)))
-    assert result.success and lifecycle_state(probe) == State.PRIMARY_STATE_UNCONFIGURED
+    assert change_state(probe, NODE, Transition.TRANSITION_CLEANUP)
+    assert lifecycle_state(probe, NODE) == State.PRIMARY_STATE_UNCONFIGURED
 
 
 def load_launch_module():
@@ -163,48 +144,3 @@ def test_typos_and_parameter_names_on_the_launch_line_are_warned_about():
     assert len(warnings) == 2, warnings
     assert "'image_tpoic' ignored; did you mean 'image_topic'" in warnings[0]
     assert "'score_threshold' is a node parameter" in warnings[1]
-
-
-@launch_pytest.fixture(scope="module")
-def embedded_launch():
-    """The launch file as a user starts it first: no checkpoint (embedded model), compressed input."""
-    include = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
-        launch_arguments={"namespace": EMBEDDED_NS, "image_topic": f"/{EMBEDDED_NS}/image", "device": "cpu",
-                          "image_transport": "compressed", "input_qos": "reliable", "use_sim_time": "false"}.items(),
-    )
-    return LaunchDescription([include, launch_pytest.actions.ReadyToTest()])
-
-
-@pytest.mark.launch(fixture=embedded_launch)
-def test_launch_arguments_reach_the_node_and_the_demo_model_says_what_it_is(probe):
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rcl_interfaces.srv import GetParameters
-    from rclpy.parameter import parameter_value_to_python
-    from sensor_msgs.msg import CompressedImage
-
-    from wps_sam_ros.conversions import encode_compressed
-
-    node = f"/{EMBEDDED_NS}/{topics.NODE_NAME}"
-    names = ["image_transport", "input_qos", "device", "use_sim_time", "prompter_checkpoint"]
-    reply = call(probe, GetParameters, f"{node}/get_parameters", GetParameters.Request(names=names), timeout=120)
-    assert [parameter_value_to_python(v) for v in reply.values] == ["compressed", "reliable", "cpu", False, ""]
-
-    factory = MessageFactory(RclpyBackend())
-    masks, diagnostics = [], []
-    reliable = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
-    probe.create_subscription(Image, f"/{EMBEDDED_NS}/parts/masks", masks.append, reliable)
-    probe.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, reliable)
-    camera = probe.create_publisher(CompressedImage, f"/{EMBEDDED_NS}/image/compressed", reliable)
-    stamp = time.time_ns()
-    jpeg = factory.compressed_image(factory.header(stamp, "cam"), *encode_compressed(random_image(96, 128), "jpeg"))
-    deadline = time.monotonic() + 120
-    while not masks and time.monotonic() < deadline:
-        camera.publish(jpeg)
-        rclpy.spin_once(probe, timeout_sec=0.2)
-    assert masks and masks[0].header.stamp.sec * 10**9 + masks[0].header.stamp.nanosec == stamp
-    mine = lambda: [d.status[0] for d in diagnostics if d.status and d.status[0].name.startswith(topics.NODE_NAME)]  # noqa: E731
-    while not mine() and time.monotonic() < deadline:
-        rclpy.spin_once(probe, timeout_sec=0.2)
-    status = mine()[-1]
-    assert status.level == 1 and "demo model" in status.message  # WARN: the demo model knows no real objects

@@ -22,7 +22,6 @@ except ament_index.PackageNotFoundError:
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from launch import LaunchDescription  # noqa: E402
 from launch_ros.actions import Node  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -32,6 +31,7 @@ from wps_sam_ros import topics  # noqa: E402
 from wps_sam_ros.messages import MessageFactory, RclpyBackend  # noqa: E402
 
 from conftest import TEST_CLASSES, random_image  # noqa: E402
+from rclpy_helpers import probe_node, set_parameter, spin_until  # noqa: E402
 
 NAMESPACE = "lt_node"
 IMAGE_TOPIC = f"/{NAMESPACE}/image"
@@ -52,32 +52,12 @@ def node_under_test(tiny_files):
 
 @pytest.fixture(scope="module")
 def probe():
-    rclpy.init()
-    node = rclpy.create_node("part_seg_probe")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
+    with probe_node("part_seg_probe", loopback=False) as node:
+        yield node
 
 
-def spin_until(node, predicate, timeout: float, every=None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if every is not None:
-            every()
-        rclpy.spin_once(node, timeout_sec=0.1)
-        if predicate():
-            return True
-    return False
-
-
-def set_parameter(probe, name: str, value, type_: Parameter.Type):
-    client = probe.create_client(SetParameters, f"/{NAMESPACE}/{topics.NODE_NAME}/set_parameters")
-    assert client.wait_for_service(timeout_sec=30)
-    request = SetParameters.Request(parameters=[Parameter(name, type_, value).to_parameter_msg()])
-    future = client.call_async(request)
-    rclpy.spin_until_future_complete(probe, future, timeout_sec=30)
-    probe.destroy_client(client)
-    return future.result().results[0]
+def set_node_parameter(probe, name: str, value, type_: Parameter.Type):
+    return set_parameter(probe, f"/{NAMESPACE}/{topics.NODE_NAME}", name, value, type_)
 
 
 def frame(factory, stamp: int, encoding: str, seed: int):
@@ -147,15 +127,15 @@ def diag_values(got) -> dict[str, str]:
 
 @pytest.mark.launch(fixture=node_under_test)
 def test_parameters_are_validated_at_run_time(probe):
-    rejected = set_parameter(probe, "score_threshold", 1.5, Parameter.Type.DOUBLE)
+    rejected = set_node_parameter(probe, "score_threshold", 1.5, Parameter.Type.DOUBLE)
     assert not rejected.successful and "score_threshold" in rejected.reason
-    fixed = set_parameter(probe, "device", "cuda", Parameter.Type.STRING)
+    fixed = set_node_parameter(probe, "device", "cuda", Parameter.Type.STRING)
     assert not fixed.successful and "restart" in fixed.reason
-    unknown_class = set_parameter(probe, "class_filter", "no_such_part", Parameter.Type.STRING)
+    unknown_class = set_node_parameter(probe, "class_filter", "no_such_part", Parameter.Type.STRING)
     assert not unknown_class.successful and "no_such_part" in unknown_class.reason
-    assert set_parameter(probe, "score_threshold", 0.2, Parameter.Type.DOUBLE).successful
+    assert set_node_parameter(probe, "score_threshold", 0.2, Parameter.Type.DOUBLE).successful
     # rclpy's own parameters are not this package's to refuse
-    assert set_parameter(probe, "use_sim_time", False, Parameter.Type.BOOL).successful
+    assert set_node_parameter(probe, "use_sim_time", False, Parameter.Type.BOOL).successful
     if hasattr(rclpy.node.Node, "add_pre_set_parameters_callback"):  # Iron+: `ros2 param set ... 1` is 1.0
-        assert set_parameter(probe, "score_threshold", 0, Parameter.Type.INTEGER).successful
-    assert set_parameter(probe, "class_filter", TEST_CLASSES[0], Parameter.Type.STRING).successful
+        assert set_node_parameter(probe, "score_threshold", 0, Parameter.Type.INTEGER).successful
+    assert set_node_parameter(probe, "class_filter", TEST_CLASSES[0], Parameter.Type.STRING).successful

@@ -29,6 +29,7 @@ from wps_sam_ros.messages import MessageFactory, RclpyBackend  # noqa: E402
 from node_process import NodeProcess  # noqa: E402
 
 from conftest import random_image  # noqa: E402
+from rclpy_helpers import probe_node, spin_until  # noqa: E402
 from test_ros_dds import Camera as DdsCamera  # noqa: E402
 
 DOMAIN = 160 + os.getpid() % 30  # + 30 for the second test: both below 232 (Cyclone port range)
@@ -37,23 +38,8 @@ FRAMES = 5
 
 @pytest.fixture(scope="module")
 def probe():
-    os.environ["CYCLONEDDS_URI"] = LOOPBACK_CONFIG
-    rclpy.init(domain_id=DOMAIN)
-    node = rclpy.create_node("part_seg_interop_probe")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
-
-
-def spin_until(node, predicate, timeout: float, every=None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if every is not None:
-            every()
-        rclpy.spin_once(node, timeout_sec=0.05)
-        if predicate():
-            return True
-    return False
+    with probe_node("part_seg_interop_probe", DOMAIN) as node:
+        yield node
 
 
 def stamp_of(msg) -> int:

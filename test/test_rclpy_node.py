@@ -23,8 +23,6 @@ pytest.importorskip("vision_msgs", reason="vision_msgs missing: apt install ros-
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from rcl_interfaces.srv import GetParameters  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import LabelInfo  # noqa: E402
@@ -35,6 +33,7 @@ from wps_sam_ros.messages import MessageFactory, RclpyBackend  # noqa: E402
 from node_process import REPO, NodeProcess  # noqa: E402
 
 from conftest import random_image  # noqa: E402
+from rclpy_helpers import change_state, get_parameter, lifecycle_state, probe_node, set_parameter, spin_until  # noqa: E402,E501
 
 DOMAIN = 120 + os.getpid() % 60
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
@@ -43,50 +42,8 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 
 @pytest.fixture(scope="module")
 def probe():
-    os.environ["CYCLONEDDS_URI"] = LOOPBACK_CONFIG  # the same discovery setup as the child nodes
-    rclpy.init(domain_id=DOMAIN)
-    node = rclpy.create_node("part_seg_test_probe")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
-
-
-def spin_until(node, predicate, timeout: float, every=None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if every is not None:
-            every()
-        rclpy.spin_once(node, timeout_sec=0.05)
-        if predicate():
-            return True
-    return False
-
-
-def call(node, srv_type, name: str, request, timeout: float = 30.0):
-    client = node.create_client(srv_type, name)
-    try:
-        assert client.wait_for_service(timeout_sec=timeout), f"no service {name}"
-        future = client.call_async(request)
-        assert spin_until(node, future.done, timeout), f"{name} did not answer"
-        return future.result()
-    finally:
-        node.destroy_client(client)
-
-
-def parameter(node, full_name: str, name: str):
-    from rclpy.parameter import parameter_value_to_python
-
-    reply = call(node, GetParameters, f"{full_name}/get_parameters", GetParameters.Request(names=[name]))
-    return parameter_value_to_python(reply.values[0])
-
-
-def change_state(node, full_name: str, transition: int) -> bool:
-    request = ChangeState.Request(transition=Transition(id=transition))
-    return call(node, ChangeState, f"{full_name}/change_state", request).success
-
-
-def state(node, full_name: str) -> int:
-    return call(node, GetState, f"{full_name}/get_state", GetState.Request()).current_state.id
+    with probe_node("part_seg_test_probe", DOMAIN) as node:
+        yield node
 
 
 def tiny_params(tiny_files, **extra):
@@ -154,8 +111,8 @@ def test_ints_for_float_parameters_start_and_read_as_doubles(probe, tiny_files, 
     path.write_text("/**:\n  ros__parameters:\n    mask_threshold: 0\n")
     params = tiny_params(tiny_files, score_threshold=1)
     with ros_node(params, "ints", ros_args=["--params-file", str(path)]) as node:
-        assert parameter(probe, "/ints/part_seg", "score_threshold") == 1.0
-        value = parameter(probe, "/ints/part_seg", "mask_threshold")
+        assert get_parameter(probe, "/ints/part_seg", "score_threshold") == 1.0
+        value = get_parameter(probe, "/ints/part_seg", "mask_threshold")
         assert value == 0.0 and isinstance(value, float), node.log
 
 
@@ -173,7 +130,7 @@ def test_ros2_param_set_judges_only_this_packages_parameters(probe, tiny_files):
         refused = param_set("score_threshold", "1.5")
         assert "failed" in refused and "out of range" in refused
         assert "successful" in param_set("use_sim_time", "true"), node.log  # rclpy's own parameter
-        assert parameter(probe, "/params/part_seg", "use_sim_time") is True
+        assert get_parameter(probe, "/params/part_seg", "use_sim_time") is True
         assert "cannot change while running" in param_set("device", "cpu")
 
 
@@ -206,14 +163,10 @@ def test_failed_activation_rolls_back_and_reconfigure_does_not_duplicate(probe, 
     with ros_node(tiny_params(tiny_files, image_topic="bad topic name!"), "rollback", lifecycle=True) as node:
         assert change_state(probe, ns, Transition.TRANSITION_CONFIGURE), node.log
         assert not change_state(probe, ns, Transition.TRANSITION_ACTIVATE)  # the topic name is invalid
-        assert state(probe, ns) == State.PRIMARY_STATE_INACTIVE and "activate failed" in node.log
+        assert lifecycle_state(probe, ns) == State.PRIMARY_STATE_INACTIVE and "activate failed" in node.log
         assert change_state(probe, ns, Transition.TRANSITION_CLEANUP)
         assert spin_until(probe, lambda: probe.count_publishers("/rollback/parts/masks") == 0, 10)
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
-
-        fix = SetParameters.Request(parameters=[Parameter("image_topic", value="/camera/image_raw").to_parameter_msg()])
-        assert call(probe, SetParameters, f"{ns}/set_parameters", fix).results[0].successful
+        assert set_parameter(probe, ns, "image_topic", "/camera/image_raw").successful
         assert change_state(probe, ns, Transition.TRANSITION_CONFIGURE)
         assert change_state(probe, ns, Transition.TRANSITION_ACTIVATE), node.log
         assert spin_until(probe, lambda: probe.count_publishers("/rollback/parts/masks") == 1, 10)
@@ -226,11 +179,7 @@ def test_lifecycle_publishers_are_silent_while_inactive(probe, tiny_files):
     probe.create_subscription(LabelInfo, "/quiet/parts/label_info", infos.append, LATCHED)
     with ros_node(tiny_params(tiny_files), "quiet", lifecycle=True) as node:
         assert change_state(probe, ns, Transition.TRANSITION_CONFIGURE), node.log
-        from rcl_interfaces.srv import SetParameters
-        from rclpy.parameter import Parameter
-
-        change = SetParameters.Request(parameters=[Parameter("score_threshold", value=0.3).to_parameter_msg()])
-        assert call(probe, SetParameters, f"{ns}/set_parameters", change).results[0].successful
+        assert set_parameter(probe, ns, "score_threshold", 0.3).successful
         assert not spin_until(probe, lambda: infos, 2.0), "label_info published by an inactive node"
         assert change_state(probe, ns, Transition.TRANSITION_ACTIVATE)
         assert spin_until(probe, lambda: infos, 20), node.log
@@ -267,6 +216,6 @@ def test_use_sim_time_without_clock_keeps_diagnostics_and_reports_no_latency(pro
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback of bf16")
 def test_bf16_on_cpu_runs_fp32_and_the_parameter_says_so(probe, tiny_files):
     with ros_node(tiny_params(tiny_files, precision="bf16"), "precision") as node:
-        assert parameter(probe, "/precision/part_seg", "precision") == "fp32"
+        assert get_parameter(probe, "/precision/part_seg", "precision") == "fp32"
         warning = [line for line in node.log.splitlines() if "needs a GPU" in line]
         assert warning and "[WARN]" in warning[0] and "[precision.part_seg]" in warning[0], node.log
