@@ -250,6 +250,8 @@ def main(argv: Sequence[str]) -> int:
     own = parser.parse_args(own_args)
     params, name, namespace = parse_ros_args(ros_args)
     segmenter = load_segmenter(params)
+    if segmenter.caveat:  # the embedded demo model: say so at start (and in /diagnostics, core.py)
+        log.warning(segmenter.caveat)
     transport = DdsTransport(segmenter, params, own.domain_id, namespace, name)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
