@@ -223,6 +223,23 @@ def load_state_strict(sam: Sam, state: Mapping[str, torch.Tensor], sam_type: str
     sam.load_state_dict(state, strict=True)
 
 
+RANDOM_WEIGHTS = "random"  # --sam-checkpoint random / model.sam_checkpoint: random: the explicit opt-in
+
+
+def sam_weights_path(checkpoint: str | Path | None, flag: str = "--sam-checkpoint") -> Path | None:
+    """The SAM checkpoint to load, or None for random weights when they were asked for by name ("random").
+
+    Nothing given is refused: a prompter on random SAM weights segments noise, and a cache or a training
+    run on them is silently worthless; `flag` names the option the user sets (CLI flag, config key, parameter).
+    """
+    if checkpoint is None or str(checkpoint).strip() == "":
+        raise WpsSamError(f"no SAM checkpoint: pass {flag} PATH (an official SAM checkpoint), or "
+                          f"{flag} {RANDOM_WEIGHTS} for random weights (tests and smoke runs only)")
+    if str(checkpoint) == RANDOM_WEIGHTS:
+        return None
+    return Path(checkpoint)
+
+
 def load_sam(sam_type: str, checkpoint: str | Path | None = None, state: Mapping | None = None) -> Sam:
     """Build a frozen SAM of `sam_type`, with weights from `checkpoint` or `state` (else random)."""
     sam = build_sam(sam_type)
