@@ -7,19 +7,14 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-launch_pytest = pytest.importorskip("launch_pytest", reason="launch_pytest missing: needs a sourced ROS 2 install")
-rclpy = pytest.importorskip("rclpy", reason="rclpy missing: needs a sourced ROS 2 install")
-pytest.importorskip("vision_msgs", reason="vision_msgs missing: apt install ros-$ROS_DISTRO-vision-msgs")
-ament_index = pytest.importorskip("ament_index_python.packages", reason="ament_index_python missing")
-try:
-    SHARE = Path(ament_index.get_package_share_directory("wps_sam_ros"))
-except ament_index.PackageNotFoundError:
-    pytest.skip("wps_sam_ros is not installed in the sourced workspace (colcon build)", allow_module_level=True)
+from ros_workspace import installed_package_or_skip
+
+launch_pytest, SHARE = installed_package_or_skip()
+import rclpy  # noqa: E402
 
 from launch import LaunchDescription  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402

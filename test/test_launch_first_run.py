@@ -8,18 +8,12 @@ launch_pytest runs one launch fixture per module.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-launch_pytest = pytest.importorskip("launch_pytest", reason="launch_pytest missing: needs a sourced ROS 2 install")
-rclpy = pytest.importorskip("rclpy", reason="rclpy missing: needs a sourced ROS 2 install")
-pytest.importorskip("vision_msgs", reason="vision_msgs missing: apt install ros-$ROS_DISTRO-vision-msgs")
-ament_index = pytest.importorskip("ament_index_python.packages", reason="ament_index_python missing")
-try:
-    SHARE = Path(ament_index.get_package_share_directory("wps_sam_ros"))
-except ament_index.PackageNotFoundError:
-    pytest.skip("wps_sam_ros is not installed in the sourced workspace (colcon build)", allow_module_level=True)
+from ros_workspace import installed_package_or_skip
+
+launch_pytest, SHARE = installed_package_or_skip()
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from launch import LaunchDescription  # noqa: E402
