@@ -86,7 +86,7 @@ def test_one_factory_picks_the_model_and_describes_it_in_construction(tiny_files
     seg = load_segmenter(str(prompter_path), "", str(sam_path), "cpu")
     assert seg.sam_type == "tiny"  # the prompter's, kept on the segmenter (wps-sam export reads it)
     assert seg.description == f"prompter {prompter_path} on SAM tiny ({sam_path})" and seg.caveat == ""
-    unnamed = load_segmenter(str(prompter_path), None, None, "cpu")
+    unnamed = load_segmenter(str(prompter_path), None, "random", "cpu")  # random SAM weights: asked for by name
     assert unnamed.description.endswith("(random weights)")
 
 

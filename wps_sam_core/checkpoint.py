@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,6 +18,8 @@ import torch
 from .errors import WpsSamError
 from .io_utils import atomic_path
 from .modeling.prompter import Prompter, PrompterConfig
+
+log = logging.getLogger(__name__)
 
 FORMAT_NAME = "wps_sam_prompter"
 FORMAT_VERSION = 1
@@ -50,6 +53,31 @@ class PrompterCheckpoint:
             raise WpsSamError(
                 f"prompter has {len(self.class_names)} part classes, {num_classes} were expected"
             )
+
+    def check_sam_weights(self, prompter_path: str | Path, sam_checkpoint: str | Path | None, sam_sha256: str,
+                          allow_mismatch: bool = False, override: str = "--allow-sam-mismatch") -> None:
+        """Refuse SAM weights other than those the prompter was trained on (its recorded sha256).
+
+        `sam_checkpoint` None = random weights (sha ""). A prompter that records no hash (trained on random
+        or unknown weights) only gets a warning; `allow_mismatch` turns the refusal into a warning;
+        `override` names the way to allow it in the refusal ("" = none offered)."""
+        recorded = self.sam_checkpoint_sha256
+        if not recorded:
+            if sam_checkpoint is not None:
+                log.warning("prompter %s records no SAM checkpoint hash (trained on random or unknown SAM weights); "
+                            "running it on %s", prompter_path, sam_checkpoint)
+            return
+        if sam_sha256 == recorded:
+            return
+        given = f"{sam_checkpoint} has sha256 {sam_sha256[:12]}" if sam_checkpoint is not None else \
+            "random SAM weights were asked for"
+        message = (f"prompter {prompter_path} was trained on the SAM checkpoint with sha256 {recorded[:12]}, "
+                   f"but {given}")
+        if allow_mismatch:
+            log.warning("%s; running anyway (SAM mismatch allowed)", message)
+            return
+        raise WpsSamError(f"{message}; pass the SAM checkpoint it was trained with"
+                          + (f", or {override} to run it anyway" if override else ""))
 
 
 def tensors_sha256(state: Mapping[str, torch.Tensor]) -> str:

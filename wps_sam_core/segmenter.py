@@ -196,19 +196,30 @@ class PartSegmenter:
         *,
         description: str = "",
         caveat: str = "",
+        allow_sam_mismatch: bool = False,
+        sam_flag: str = "--sam-checkpoint",
+        mismatch_flag: str = "--allow-sam-mismatch",
     ) -> "PartSegmenter":
-        """Prompter checkpoint + SAM (official checkpoint file; random weights if None); `sam_type`
-        None = the prompter's. `description` "" names the files."""
+        """Prompter checkpoint + SAM: `sam_checkpoint` an official SAM checkpoint file, or "random"
+        (modeling.sam.RANDOM_WEIGHTS) for random weights; nothing is refused. `sam_type` None = the prompter's.
+
+        SAM weights other than those the prompter records (sha256 of its SAM file) are refused unless
+        `allow_sam_mismatch`. `sam_flag` / `mismatch_flag` name the user's settings in the errors (CLI flags,
+        node parameters; mismatch_flag "" = no override offered). `description` "" names the files."""
         from .checkpoint import load_prompter_checkpoint
-        from .modeling.sam import get_sam_config, load_sam
+        from .io_utils import sha256_file
+        from .modeling.sam import get_sam_config, load_sam, sam_weights_path
 
         ckpt = load_prompter_checkpoint(prompter_checkpoint)
         sam_type = sam_type or ckpt.sam_type
         ckpt.check_compatible(sam_type, get_sam_config(sam_type).image_size)
-        sam = load_sam(sam_type, sam_checkpoint)
+        sam_path = sam_weights_path(sam_checkpoint, sam_flag)
+        sam = load_sam(sam_type, sam_path)  # names a missing or unfit file before it is hashed
+        ckpt.check_sam_weights(prompter_checkpoint, sam_path, sha256_file(sam_path) if sam_path else "",
+                               allow_sam_mismatch, mismatch_flag)
         model = WPSSAM(sam, ckpt.build_prompter(sam.prompt_encoder.image_embedding_size[0]))
         description = description or (
-            f"prompter {prompter_checkpoint} on SAM {sam_type} ({sam_checkpoint or 'random weights'})")
+            f"prompter {prompter_checkpoint} on SAM {sam_type} ({sam_path or 'random weights'})")
         return cls(model, ckpt.class_names, device, precision, settings,
                    sam_type=sam_type, description=description, caveat=caveat)
 
@@ -319,16 +330,22 @@ def load_segmenter(
     device: str = DEFAULT_DEVICE,
     precision: str = DEFAULT_PRECISION,
     settings: SegmenterSettings | None = None,
+    *,
+    allow_sam_mismatch: bool = False,
+    sam_flag: str = "--sam-checkpoint",
+    mismatch_flag: str = "--allow-sam-mismatch",
 ) -> PartSegmenter:
     """The one rule for choosing the model, shared by the CLI and the ROS node.
 
     A prompter checkpoint runs on SAM `sam_type` (empty: the prompter's) with the weights of
-    `sam_checkpoint` (empty: random weights); no prompter runs the embedded default model, which brings
-    its own SAM, so a SAM checkpoint or type without a prompter is refused.
+    `sam_checkpoint`: a SAM checkpoint file, or "random" for random weights; empty is refused (see
+    PartSegmenter.from_checkpoints, also for the SAM-hash check and the flag names). No prompter runs the
+    embedded default model, which brings its own SAM, so a SAM checkpoint or type without a prompter is refused.
     """
     if prompter:
         return PartSegmenter.from_checkpoints(prompter, sam_type or None, sam_checkpoint or None, device,
-                                              precision, settings)
+                                              precision, settings, allow_sam_mismatch=allow_sam_mismatch,
+                                              sam_flag=sam_flag, mismatch_flag=mismatch_flag)
     if sam_checkpoint or sam_type:
         raise WpsSamError("a SAM checkpoint or SAM type needs a prompter checkpoint (--prompter, prompter_checkpoint):"
                           " the embedded default model brings its own SAM")

@@ -42,10 +42,13 @@ def settings_from_parameters(params: dict[str, Any]) -> SegmenterSettings:
 
 def load_segmenter(params: dict[str, Any]) -> PartSegmenter:
     """The segmenter the node parameters name (checked first; the rule is the core's load_segmenter):
-    prompter_checkpoint empty = the embedded default model; otherwise prompter (+ SAM) files."""
+    prompter_checkpoint empty = the embedded default model; otherwise the prompter on the SAM of
+    sam_checkpoint (a file, or "random"; empty is refused naming the parameter). A SAM other than the one the
+    prompter was trained on is refused: the node offers no override."""
     check_all(params)
     return core_load_segmenter(params["prompter_checkpoint"], params["sam_type"], params["sam_checkpoint"],
-                               params["device"], params["precision"], settings_from_parameters(params))
+                               params["device"], params["precision"], settings_from_parameters(params),
+                               sam_flag="sam_checkpoint", mismatch_flag="")
 
 
 # ---- the pieces ------------------------------------------------------------------------------------

@@ -101,7 +101,8 @@ PARAMETERS: dict[str, ParameterSpec] = {
         "sensor_data", "sensor_data (best effort, depth 5) or reliable (depth 10) input subscription",
         choices=tuple(INPUT_QOS_CHOICES)),
     "sam_type": ParameterSpec("", "SAM type (vit_b, vit_l, vit_h, tiny, ...); empty = the prompter's"),
-    "sam_checkpoint": ParameterSpec("", "official SAM checkpoint file; empty with an empty prompter = embedded model"),
+    "sam_checkpoint": ParameterSpec("", "official SAM checkpoint file, needed with a prompter ('random' = random "
+                                    "weights, tests only); empty without a prompter = embedded model"),
     "prompter_checkpoint": ParameterSpec("", "prompter checkpoint (.safetensors); empty = the embedded default model"),
     "device": ParameterSpec("auto", "auto (cuda if available), cuda, cuda:N or cpu", choices=DEVICE_CHOICES,
                             pattern=r"cuda:\d+"),

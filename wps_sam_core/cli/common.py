@@ -12,15 +12,19 @@ log = logging.getLogger("wps_sam")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """--prompter/--sam-type/--sam-checkpoint, device, precision and the SegmenterSettings knobs; the
-    defaults and choices are the core's own (SegmenterSettings(), PRECISIONS, OVERLAP_ORDERS)."""
-    from ..modeling.sam import SAM_CONFIGS
+    """--prompter/--sam-type/--sam-checkpoint/--allow-sam-mismatch, device, precision and the SegmenterSettings
+    knobs; the defaults and choices are the core's own (SegmenterSettings(), PRECISIONS, OVERLAP_ORDERS)."""
+    from ..modeling.sam import RANDOM_WEIGHTS, SAM_CONFIGS
     from ..segmenter import DEFAULT_DEVICE, DEFAULT_PRECISION, OVERLAP_ORDERS, PRECISIONS, SegmenterSettings
 
     defaults = SegmenterSettings()
     parser.add_argument("--prompter", help="prompter checkpoint (.safetensors); default: the embedded model")
     parser.add_argument("--sam-type", choices=sorted(SAM_CONFIGS), help="SAM type (default: the prompter's)")
-    parser.add_argument("--sam-checkpoint", help="official SAM checkpoint (.pth or .safetensors)")
+    parser.add_argument("--sam-checkpoint",
+                        help=f"official SAM checkpoint (.pth or .safetensors); needed with --prompter; "
+                             f"'{RANDOM_WEIGHTS}' = random weights (tests and smoke runs only)")
+    parser.add_argument("--allow-sam-mismatch", action="store_true",
+                        help="run a prompter on SAM weights other than those it was trained on (its recorded sha256)")
     parser.add_argument("--device", default=DEFAULT_DEVICE, help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=list(PRECISIONS))
     parser.add_argument("--score-threshold", type=float, default=defaults.score_threshold)
@@ -35,6 +39,7 @@ def segmenter_from_args(args: argparse.Namespace) -> PartSegmenter:
     from ..segmenter import SegmenterSettings, load_segmenter
 
     settings = SegmenterSettings(args.score_threshold, args.mask_threshold, args.max_instances, overlap=args.overlap)
-    seg = load_segmenter(args.prompter, args.sam_type, args.sam_checkpoint, args.device, args.precision, settings)
+    seg = load_segmenter(args.prompter, args.sam_type, args.sam_checkpoint, args.device, args.precision, settings,
+                         allow_sam_mismatch=args.allow_sam_mismatch)
     log.info("using %s", seg.description)
     return seg
