@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from wps_sam_core.distill.cache import EmbeddingCache, build_cache, provenance_for, shard_name
+from wps_sam_core.distill.cache import EmbeddingCache, build_cache, image_sha1, provenance_for, shard_name
 from wps_sam_core.errors import WpsSamError
 from wps_sam_core.preprocess import SamTransform, normalize_and_pad
 
@@ -42,7 +42,7 @@ def test_stale_and_incomplete_caches_are_refused(tmp_path, tiny_model):
         cache.check(other)
     with pytest.raises(WpsSamError, match="lacks 1 images"):
         cache.check(prov, ["img0.png", "img9.png"])
-    with pytest.raises(WpsSamError, match="other weights, preprocessing or images"):
+    with pytest.raises(WpsSamError, match="holds another cache: sam_weights_sha256 '[0-9a-f]+' .cache. vs '[0-9a-f]+' .now.;"):
         build_cache(tmp_path / "c", make_tiny_model(seed=5).sam, other, items(2), progress=False)
     (tmp_path / "c" / shard_name(0)).unlink()
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
@@ -79,3 +79,66 @@ def test_sigkill_mid_build_then_rerun_redoes_nothing_finished(tmp_path, small_wo
     for entry in b.entries:
         assert torch.equal(a.get(entry.key)[0], b.get(entry.key)[0])
     assert not list(killed.glob("*.tmp"))
+
+
+def world_files(root, seed, n=4):
+    """(file name, path) of a procedural world's train images; every seed uses the same file names."""
+    from wps_sam_core.data.world import write_world
+
+    write_world(root, n, seed, 64, "train")
+    return [(p.name, p) for p in sorted((root / "images" / "train").iterdir())]
+
+
+def test_same_file_names_with_other_pixels_are_refused(tmp_path, tiny_model):
+    prov = provenance_for(tiny_model.sam, "tiny")
+    seed1, seed9 = world_files(tmp_path / "world1", 1), world_files(tmp_path / "world9", 9)
+    assert [k for k, _ in seed1] == [k for k, _ in seed9]  # same names, other images
+    cache = build_cache(tmp_path / "c", tiny_model.sam, prov, seed1, shard_size=2, progress=False)
+    assert cache.image_hashes == {k: image_sha1(p) for k, p in seed1}
+    cache.check(prov, dict(seed1))  # its own images: fine
+    with pytest.raises(WpsSamError, match=r"was built from other images: 4 of 4 image files have the cached names "
+                                          r"but other content, e\.g\. 000000\.png, 000001\.png, 000002\.png, \.\.\.;"):
+        cache.check(prov, dict(seed9))
+    manifest = (tmp_path / "c" / "manifest.json").read_bytes()
+    with pytest.raises(WpsSamError, match="holds another cache: 4 images have the cached names but other content"):
+        build_cache(tmp_path / "c", tiny_model.sam, prov, seed9, shard_size=2, progress=False)
+    assert (tmp_path / "c" / "manifest.json").read_bytes() == manifest  # refused before touching anything
+    one_changed = [seed1[0], *seed9[1:2], *seed1[2:]]
+    with pytest.raises(WpsSamError, match="1 of 4 image files .* e.g. 000001.png;"):
+        cache.check(prov, dict(one_changed))
+
+
+def test_rerun_with_other_settings_names_the_difference(tmp_path, tiny_model):
+    prov = provenance_for(tiny_model.sam, "tiny")
+    files = world_files(tmp_path / "world", 1, n=3)
+    build_cache(tmp_path / "c", tiny_model.sam, prov, files, variants=("orig", "hflip"), shard_size=2, progress=False)
+    with pytest.raises(WpsSamError, match=r"holds another cache: shard size 2 \(cache\) vs 64 \(now\); use an empty"):
+        build_cache(tmp_path / "c", tiny_model.sam, prov, files, variants=("orig", "hflip"), progress=False)
+    with pytest.raises(WpsSamError, match=r"holds another cache: variants orig\+hflip \(cache\) vs orig \(now"):
+        build_cache(tmp_path / "c", tiny_model.sam, prov, files, shard_size=2, progress=False)
+    with pytest.raises(WpsSamError, match=r"holds another cache: 1 cached images are not in this image list \(000002.png\)"):
+        build_cache(tmp_path / "c", tiny_model.sam, prov, files[:2], variants=("orig", "hflip"), shard_size=2,
+                    progress=False)
+    again = build_cache(tmp_path / "c", tiny_model.sam, prov, files, variants=("orig", "hflip"), shard_size=2,
+                        progress=False)
+    assert again.complete  # the same build: nothing to do
+
+
+def test_old_caches_are_refused_and_caches_from_memory_named(tmp_path, tiny_model, caplog):
+    prov = provenance_for(tiny_model.sam, "tiny")
+    files = world_files(tmp_path / "world", 1, n=2)
+    from_memory = build_cache(tmp_path / "m", tiny_model.sam, prov, items(2), progress=False)
+    from_memory.check(prov, ["img0.png", "img1.png"])  # names only: as before
+    from_memory.check(prov, {"img0.png": files[0][1], "img1.png": files[1][1]})
+    assert "2 images were cached from memory, not from files, so their content cannot be checked" in caplog.text
+
+    build_cache(tmp_path / "c", tiny_model.sam, prov, files, progress=False)
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())  # as format 1 wrote it
+    manifest["format_version"] = manifest["provenance"]["format_version"] = 1
+    del manifest["images"]
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+    old_format = "has format 1, which records no image content hashes.*rebuild it with `wps-sam cache` into an empty folder"
+    with pytest.raises(WpsSamError, match=old_format):
+        EmbeddingCache(tmp_path / "c").check(prov, dict(files))
+    with pytest.raises(WpsSamError, match=old_format):
+        build_cache(tmp_path / "c", tiny_model.sam, prov, files, progress=False)
