@@ -133,9 +133,9 @@ def test_cli_convert_then_dataset_info(pascal_dir, tmp_path, capsys):
     assert cli_main(argv) == 0
     assert "4 images" in capsys.readouterr().out
     assert (out / "images/train/im0.jpg").is_symlink()
-    assert cli_main(["dataset-info", "--data-root", str(out), "--split", "train"]) == 0
+    assert cli_main(["dataset-info", "--data", str(out), "--split", "train"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["images"] == 3 and info["images_without_annotations"] == 1 and info["skipped"] == {}
     assert set(info["instances_per_class"]) == set(CLASSES)
-    assert cli_main(["dataset-info", "--data-root", str(out), "--split", "missing"]) == 2
+    assert cli_main(["dataset-info", "--data", str(out), "--split", "missing"]) == 2
     assert "annotation file not found" in capsys.readouterr().err

@@ -3,34 +3,50 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from ..errors import WpsSamError
 
 
-def add_dataset_args(parser: argparse.ArgumentParser, default_split: str = "train") -> None:
-    """Flags selecting a COCO part dataset: --data-root/--split (PartImageNet layout) or
-    --annotations/--image-dir, plus --skip-bad. Read them back with dataset_from_args."""
-    parser.add_argument("--data-root", help="dataset root: ROOT/images/<split>/, ROOT/annotations/<split>/<split>.json")
-    parser.add_argument("--split", default=default_split, help=f"split name (default {default_split})")
-    parser.add_argument("--annotations", help="COCO annotation JSON (instead of --data-root)")
-    parser.add_argument("--image-dir", help="folder the annotation file_names are relative to (with --annotations)")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="skip (and count) missing images and malformed annotations instead of failing")
+class DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of a flag: stores into the new flag's dest and says which name to use."""
+
+    def __init__(self, option_strings, dest, new_name: str = "", **kwargs):
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.new_name = new_name
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        logging.getLogger("wps_sam").warning("%s is deprecated; use %s", option_string, self.new_name)
+        setattr(namespace, self.dest, values)
+
+
+def add_dataset_args(parser: argparse.ArgumentParser, default_split: str = "train", skip_bad_help: str = "") -> None:
+    """Flags selecting a COCO part dataset, the same in every command: --data/--split (PartImageNet layout) or
+    --annotations/--images, plus --skip-bad (--data-root and --image-dir: hidden deprecated aliases). Read
+    them back with dataset_from_args."""
+    parser.add_argument("--data", help="dataset root: ROOT/images/<split>/, ROOT/annotations/<split>/<split>.json")
+    parser.add_argument("--data-root", dest="data", action=DeprecatedAlias, new_name="--data")
+    parser.add_argument("--split", default=default_split, help=f"split under --data (default {default_split})")
+    parser.add_argument("--annotations", help="COCO annotation JSON (instead of --data; needs --images)")
+    parser.add_argument("--images", help="folder the annotation file_names are relative to (with --annotations)")
+    parser.add_argument("--image-dir", dest="images", action=DeprecatedAlias, new_name="--images")
+    parser.add_argument("--skip-bad", action="store_true", help=skip_bad_help or
+                        "skip (and count) missing images and malformed annotations instead of failing")
 
 
 def dataset_from_args(args: argparse.Namespace, split: str | None = None):
     """The CocoPartDataset named by add_dataset_args' flags (`split` overrides --split)."""
     from ..data.coco import CocoPartDataset
 
-    if args.annotations:
-        if args.data_root:
-            raise WpsSamError("give either --data-root or --annotations/--image-dir, not both")
-        if not args.image_dir:
-            raise WpsSamError("--annotations needs --image-dir")
-        return CocoPartDataset(args.annotations, args.image_dir, skip_bad=args.skip_bad)
-    if not args.data_root:
-        raise WpsSamError("no dataset: give --data-root (with --split) or --annotations and --image-dir")
-    return CocoPartDataset.from_root(args.data_root, split or args.split, skip_bad=args.skip_bad)
+    if args.annotations or args.images:
+        if args.data:
+            raise WpsSamError("give either --data ROOT (with --split) or --annotations FILE --images DIR, not both")
+        if not (args.annotations and args.images):
+            raise WpsSamError("--annotations and --images go together")
+        return CocoPartDataset(args.annotations, args.images, skip_bad=args.skip_bad)
+    if not args.data:
+        raise WpsSamError("no dataset: give --data ROOT (with --split) or --annotations FILE --images DIR")
+    return CocoPartDataset.from_root(args.data, split or args.split, skip_bad=args.skip_bad)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import WpsSamError
 from .common import add_model_args, segmenter_from_args
+from .data import add_dataset_args, dataset_from_args
 
 DEFAULT_SPLIT = "val"
 
@@ -20,36 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval", help="evaluate the prompter and SAM baselines (both metric protocols)",
         description="Evaluate on a COCO-format part dataset. Methods: "
                     + "; ".join(f"{k} = {v}" for k, v in METHOD_NAMES.items()) + ".")
-    p.add_argument("--data", help="dataset root in PartImageNet layout (images/<split>/, annotations/<split>/<split>.json)")
-    p.add_argument("--split", default=DEFAULT_SPLIT, help=f"split under --data (default {DEFAULT_SPLIT})")
-    p.add_argument("--annotations", help="COCO annotation JSON (instead of --data; needs --images)")
-    p.add_argument("--images", help="image folder for --annotations")
+    add_dataset_args(p, DEFAULT_SPLIT, "leave out (and count) missing/unreadable images and malformed annotations "
+                                       "instead of failing")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="default: all")
     p.add_argument("--point-mode", choices=POINT_MODES, default=DEFAULT_POINT_MODE,
                    help="where the GT-point baseline clicks: box centre or deep inside the mask")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="leave out (and count) missing/unreadable images and malformed annotations instead of failing")
     p.add_argument("--json", required=True, help="results JSON to write")
     p.add_argument("--markdown", help="results table (default: the JSON path with .md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(p)
     p.set_defaults(func=run_eval)
-
-
-def load_dataset(args: argparse.Namespace):
-    from ..data.coco import CocoPartDataset
-
-    if args.annotations or args.images:
-        if args.data:
-            raise WpsSamError("give either --data ROOT (with --split) or --annotations FILE --images DIR, not both")
-        if not (args.annotations and args.images):
-            raise WpsSamError("--annotations and --images go together")
-        return CocoPartDataset(args.annotations, args.images, skip_bad=args.skip_bad)
-    if not args.data:
-        raise WpsSamError("no dataset: give --data ROOT (with --split) or --annotations FILE --images DIR")
-    return CocoPartDataset.from_root(args.data, args.split, skip_bad=args.skip_bad)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -61,7 +44,7 @@ def run_eval(args: argparse.Namespace) -> int:
     markdown_path = Path(args.markdown) if args.markdown else json_path.with_suffix(".md")
     if markdown_path.resolve() == json_path.resolve():
         raise WpsSamError(f"--markdown and --json name the same file: {json_path}")
-    dataset = load_dataset(args)
+    dataset = dataset_from_args(args)
     seg = segmenter_from_args(args)
     result = evaluate(seg, dataset, args.methods, args.point_mode, args.batch_size, args.max_images,
                       progress=not args.no_progress, skip_bad=args.skip_bad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from importlib.metadata import entry_points
 
@@ -33,7 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a command killed by SIGPIPE (`wps-sam ... | head`)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; user errors: one line, exit 2. A reader that goes away (`wps-sam ... | head`) ends
+    the command quietly with exit 141, as it ends other Unix tools, for every subcommand and for --help."""
+    try:
+        try:
+            return _run(argv)
+        finally:  # buffered output to a closed pipe fails here, not in the interpreter's exit flush
+            sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's exit flush must not fail again
+        return SIGPIPE_EXIT
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
