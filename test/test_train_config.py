@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from wps_sam_core.distill.config import load_train_config
+from wps_sam_core.distill.config import config_from_dict, load_train_config
 from wps_sam_core.distill.dataset import epoch_batches
+from wps_sam_core.distill.run_folder import check_resume, config_changes
+from wps_sam_core.distill.runlog import MetricsCSV
 from wps_sam_core.distill.trainer import lr_factor
 from wps_sam_core.errors import WpsSamError
 
@@ -63,3 +65,55 @@ def test_coordinate_head_needs_matching_supervision():
         load_train_config(None, ["data.root=/x", "data.supervision=point_center", "model.prompter.prompt_head=box"]).validate()
     with pytest.raises(WpsSamError, match="prompt_head 'point' .* mixed"):
         load_train_config(None, ["data.root=/x", "data.supervision=mixed", "model.prompter.prompt_head=point"]).validate()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("run.best_metric=loss", "run.best_metric must be one of"),
+    ("run.early_stop_patience=-1", "run.early_stop_patience must be >= 0"),
+    ("run.val_every=0", "run.val_every must be > 0"),
+])
+def test_bad_run_settings(override, message):
+    with pytest.raises(WpsSamError, match=message):
+        load_train_config(None, ["data.root=/x", override]).validate()
+
+
+def test_yaml_syntax_errors_name_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  root: /x\n  hflip: [true\n")
+    with pytest.raises(WpsSamError, match=r"bad.yaml: invalid YAML at line 4, column 1: expected ',' or ']'"):
+        load_train_config(bad)
+    with pytest.raises(WpsSamError, match=r"override 'optim.lr=\{1': invalid YAML at line 1, column 3"):
+        load_train_config(None, ["optim.lr={1"])
+
+
+def test_resume_config_changes_are_classified(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stored = load_train_config(None, ["data.root=world", "model.sam_checkpoint=sam.pth"]).to_dict()
+    del stored["run"]["best_metric"]  # a run stored before the key existed: its default, not a change
+    same = load_train_config(None, [f"data.root={tmp_path / 'world'}", "model.sam_checkpoint=sam.pth"]).to_dict()
+    stored = config_from_dict(stored).to_dict()
+    assert config_changes(stored, same, same_sam=False) == []
+    changed = load_train_config(None, ["data.root=world", "model.sam_checkpoint=/moved/sam.pth", "optim.lr=3e-4",
+                                       "model.prompter.hidden_dim=32", "run.val_every=10"]).to_dict()
+    names = {c.key: c.allowed for c in config_changes(stored, changed, same_sam=False)}
+    assert names == {"model.sam_checkpoint": False, "optim.lr": True, "model.prompter.hidden_dim": False,
+                     "run.val_every": True}
+    assert "model.sam_checkpoint" not in {c.key for c in config_changes(stored, changed, same_sam=True)}
+    with pytest.raises(WpsSamError, match=r"model.prompter.hidden_dim: <default> -> 32 \(cannot apply.*optim.lr"):
+        check_resume(config_changes(stored, changed, same_sam=True))
+
+
+def test_metrics_csv_appends_and_a_resume_drops_rows_after_its_step(tmp_path):
+    path = tmp_path / "metrics.csv"
+    first = MetricsCSV(path, keep_until=None)
+    for step in (1, 2, 3):
+        first.append(step, {"train/loss_total": float(step)})
+    first.append(3, {"val/mIoU": 0.5})  # a new column: rewritten with the wider header
+    with open(path, "a") as handle:
+        handle.write("4,0.1")  # a row cut by SIGKILL
+    resumed = MetricsCSV(path, keep_until=2)
+    resumed.append(3, {"train/loss_total": 30.0, "val/mIoU": 0.25})
+    lines = path.read_text().splitlines()
+    assert lines == ["step,train/loss_total,val/mIoU", "1,1.0,", "2,2.0,", "3,30.0,0.25"]
+    MetricsCSV(path, keep_until=None)  # a new run starts a new file
+    assert path.read_text() == ""

@@ -150,6 +150,8 @@ def precompute_weak_labels(
     for weak in labels.values():
         for kind in weak.kinds:
             counts[kind] += 1
-    log.info("weak labels (%s, %s points, seed %d): %d boxes, %d points over %d images",
-             config.supervision, config.point_mode, config.seed, counts[BOX], counts[POINT], len(labels))
+    kinds = {BOX: "boxes", POINT: f"{config.point_mode} points"}.get(
+        config.supervision, f"boxes and {config.point_mode} points, seeded per instance")  # what is really used
+    log.info("weak labels (%s, seed %d): %d boxes, %d points over %d images",
+             kinds, config.seed, counts[BOX], counts[POINT], len(labels))
     return labels

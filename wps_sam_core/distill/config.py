@@ -20,6 +20,7 @@ from ..errors import WpsSamError
 from .losses import LossConfig
 
 SUPERVISIONS = ("box", "point_center", "point_interior", "mixed")
+BEST_METRICS = ("mIoU", "mAcc", "paper_mIoU", "paper_mAcc", "mIoU_with_background", "pixel_acc")  # higher = better
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     sam_type: str = "vit_b"
-    sam_checkpoint: str = ""  # "" = random SAM weights (tests only)
+    sam_checkpoint: str = ""  # required: an official SAM checkpoint, or "random" (random weights: tests only)
     prompter: dict = field(default_factory=dict)  # PrompterConfig overrides; num_classes/prompt_dim come from data/SAM
 
 
@@ -63,10 +64,13 @@ class RunConfig:
     devices: int = 1
     num_nodes: int = 1
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed (GPU)
-    log_every: int = 20
+    log_every: int = 20  # steps between metrics.csv/TensorBoard rows (and progress lines without a TTY)
     val_every: int = 1000  # steps
     ckpt_every: int = 500  # steps
-    progress: bool = True
+    progress: bool = True  # a progress bar on a TTY; elsewhere (files, cluster logs) a line every log_every
+    best_metric: str = "mIoU"  # validation metric that picks best.safetensors and drives early stopping
+    early_stop_patience: int = 0  # stop after this many validations without a new best; 0 = never
+    tb_images: int = 4  # the first N val images: GT | prediction overlays in TensorBoard at each validation
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,16 @@ class TrainConfig:
                             ("run.devices", self.run.devices), ("run.num_nodes", self.run.num_nodes)):
             if not value > 0:
                 raise WpsSamError(f"{name} must be > 0, got {value}")
+        for name, value in (("run.log_every", self.run.log_every), ("run.val_every", self.run.val_every),
+                            ("run.ckpt_every", self.run.ckpt_every)):
+            if not value > 0:
+                raise WpsSamError(f"{name} must be > 0 (steps), got {value}")
+        if self.run.best_metric not in BEST_METRICS:
+            raise WpsSamError(f"run.best_metric must be one of {BEST_METRICS}, got {self.run.best_metric!r}")
+        for name, value in (("run.early_stop_patience", self.run.early_stop_patience),
+                            ("run.tb_images", self.run.tb_images)):
+            if value < 0:
+                raise WpsSamError(f"{name} must be >= 0, got {value}")
         if self.optim.epochs <= 0 and self.optim.max_steps <= 0:
             raise WpsSamError("set optim.epochs or optim.max_steps > 0")
         head = self.model.prompter.get("prompt_head", "tokens")
@@ -149,10 +163,7 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] = ())
         path = Path(path)
         if not path.is_file():
             raise WpsSamError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise WpsSamError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        data = _parse_yaml(path.read_text(), str(path)) or {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or "." not in key:
@@ -163,8 +174,26 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] = ())
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise WpsSamError(f"override {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = _parse_yaml(raw, f"override {item!r}")
     return _from_dict(TrainConfig, data, "config")
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load; a syntax error is one line naming the line and column (1-based) and the problem."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(part for part in (exc.problem, exc.context and f"({exc.context})") if part)
+        raise WpsSamError(f"{where}: invalid YAML{at}: {what or 'syntax error'}") from None
+    except yaml.YAMLError as exc:
+        raise WpsSamError(f"{where}: invalid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def config_from_dict(data: dict, where: str = "config") -> TrainConfig:
+    """A TrainConfig from a to_dict() mapping (e.g. the one stored in last.ckpt); missing keys take defaults."""
+    return _from_dict(TrainConfig, data, where)
 
 
 def with_overrides(cfg: TrainConfig, **sections: dict) -> TrainConfig:
