@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from wps_sam_core.cli import main
 from wps_sam_core.distill.cache import EmbeddingCache, build_cache, image_sha1, provenance_for, shard_name
 from wps_sam_core.errors import WpsSamError
 from wps_sam_core.preprocess import SamTransform, normalize_and_pad
@@ -142,3 +143,42 @@ def test_old_caches_are_refused_and_caches_from_memory_named(tmp_path, tiny_mode
         EmbeddingCache(tmp_path / "c").check(prov, dict(files))
     with pytest.raises(WpsSamError, match=old_format):
         build_cache(tmp_path / "c", tiny_model.sam, prov, files, progress=False)
+
+
+# ---- `wps-sam cache` -----------------------------------------------------------------------------------------
+def test_cli_cache_needs_a_sam_checkpoint(tmp_path, small_world, capsys):
+    argv = ["cache", "--data", str(small_world), "--split", "val", "--out", str(tmp_path / "c"), "--sam-type", "tiny",
+            "--device", "cpu", "--no-progress"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "wps-sam cache: error: no SAM checkpoint: pass --sam-checkpoint PATH (an official SAM checkpoint), or "
+        "--sam-checkpoint random for random weights (tests and smoke runs only)")
+    assert not (tmp_path / "c").exists()
+    assert main(argv + ["--sam-checkpoint", "random"]) == 0
+    assert json.loads(capsys.readouterr().out)["complete"] is True
+
+
+def test_cli_cache_of_other_images_with_the_same_names_is_refused(tmp_path, tiny_files, capsys):
+    from wps_sam_core.data.world import write_world
+
+    write_world(tmp_path / "world1", 4, 1, 64, "train")
+    write_world(tmp_path / "world9", 4, 9, 64, "train")  # the same file names, other pictures
+
+    def cache(world, *extra):
+        return main(["cache", "--data", str(tmp_path / world), "--out", str(tmp_path / "c"), "--sam-type", "tiny",
+                     "--sam-checkpoint", str(tiny_files[0]), "--device", "cpu", "--no-progress", *extra])
+
+    assert cache("world1", "--shard-size", "2") == 0
+    assert json.loads(capsys.readouterr().out)["complete"] is True
+    assert cache("world9", "--shard-size", "2") == 2
+    out, err = capsys.readouterr()
+    assert "complete" not in out
+    assert err.strip() == (f"wps-sam cache: error: {tmp_path / 'c'} holds another cache: 4 images have the cached "
+                           f"names but other content (000000.png, 000001.png, 000002.png, ...); use an empty folder "
+                           f"or delete it")
+    assert cache("world1") == 2  # the default --shard-size 64
+    assert "holds another cache: shard size 2 (cache) vs 64 (now); use an empty folder" in capsys.readouterr().err
+    assert cache("world1", "--shard-size", "2", "--hflip") == 2
+    assert "holds another cache: variants orig (cache) vs orig+hflip (now; hflip = --hflip);" in capsys.readouterr().err
+    assert cache("world1", "--shard-size", "2") == 0  # the same build: complete, nothing redone
+    assert json.loads(capsys.readouterr().out)["complete"] is True
