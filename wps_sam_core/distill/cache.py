@@ -127,7 +127,8 @@ class EmbeddingCache:
                 f"hashes, so nothing tells whether its images are the dataset's; rebuild it with `wps-sam cache` "
                 f"into an empty folder (or delete this one first)")
 
-    def check(self, provenance: CacheProvenance, keys: Mapping[str, str | os.PathLike] | Sequence[str] | None = None) -> None:
+    def check(self, provenance: CacheProvenance,
+              keys: Mapping[str, str | os.PathLike] | Sequence[str] | None = None) -> None:
         """Refuse a stale cache (older format, other SAM, weights or preprocessing), an incomplete one, or one
         missing images. `keys`: the dataset's image keys, or better a mapping key -> image file, whose bytes
         must then be those that were cached (same file name, other content is refused)."""
