@@ -16,7 +16,8 @@ from ..errors import WpsSamError
 COMMAND_MODULES = (
     "wps_sam_core.cli.predict",  # predict
     "wps_sam_core.cli.world",  # world
-    "wps_sam_core.cli.train",  # train, cache
+    "wps_sam_core.cli.train",  # train
+    "wps_sam_core.cli.cache",  # cache
     "wps_sam_core.cli.data",  # convert-pascal-part, dataset-info
     "wps_sam_core.cli.eval",  # eval
     "wps_sam_core.cli.export",  # export
