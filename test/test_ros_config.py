@@ -204,3 +204,11 @@ def test_params_file_sections(tmp_path):
 
 if __name__ == "__main__":  # print the docs tables: python3 test/test_ros_config.py
     print("\n".join(topic_rows()), "\n\n" + "\n".join(parameter_rows()), "\n\n" + "\n".join(launch_rows()))
+
+
+def test_params_file_syntax_error_names_line_and_column(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    device: [cpu\n")
+    with pytest.raises(WpsSamError, match=r"invalid YAML at line 4, column 1: expected ',' or ']'") as info:
+        read_params_file(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)

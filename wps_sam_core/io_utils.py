@@ -54,3 +54,20 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def parse_yaml(text: str, where: str):
+    """yaml.safe_load; a syntax error is one WpsSamError line naming the line and column (1-based) and the problem."""
+    import yaml
+
+    from .errors import WpsSamError
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(part for part in (exc.problem, exc.context and f"({exc.context})") if part)
+        raise WpsSamError(f"{where}: invalid YAML{at}: {what or 'syntax error'}") from None
+    except yaml.YAMLError as exc:
+        raise WpsSamError(f"{where}: invalid YAML: {str(exc).splitlines()[0]}") from None

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import yaml
 
 from wps_sam_core.errors import WpsSamError
+from wps_sam_core.io_utils import parse_yaml
 
 from . import topics
 
@@ -56,9 +57,10 @@ def read_params_file(path: str | Path, node_name: str = topics.NODE_NAME, namesp
     """ros__parameters of the sections that apply to this node: `/**`, then its name (with namespace)."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise WpsSamError(f"cannot read params file {path}: {exc}") from None
+        text = path.read_text()
+    except OSError as exc:
+        raise WpsSamError(f"cannot read params file {path}: {exc.strerror}") from None
+    doc = parse_yaml(text, f"params file {path}") or {}
     if not isinstance(doc, dict):
         raise WpsSamError(f"params file {path}: expected a mapping of node names to ros__parameters, "
                           f"got a {type(doc).__name__}")
