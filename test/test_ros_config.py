@@ -190,6 +190,36 @@ def test_every_bounded_parameter_default_is_inside_its_bounds():
                 SegmenterSettings(**{name: outside}).validated([])
 
 
+def test_tracking_parameters_are_the_trackers_settings():
+    import dataclasses
+
+    from wps_sam_core.cli import build_parser
+    from wps_sam_core.postprocess.tracking import TrackerSettings
+    from wps_sam_ros.core import TRACKER_PARAMETERS, tracker_settings_from_parameters
+
+    assert topics.PARAMETERS["tracking"].default is False and topics.PARAMETERS["tracking"].runtime
+    assert set(TRACKER_PARAMETERS.values()) == {f.name for f in dataclasses.fields(TrackerSettings)}
+    assert tracker_settings_from_parameters(topics.defaults()) == TrackerSettings()  # same defaults
+    args = build_parser().parse_args(["bag", "in", "out", "--image-topic", "/cam"])  # and the bag's flags
+    assert not args.tracking
+    assert all(getattr(args, f) == getattr(TrackerSettings(), f) for f in TRACKER_PARAMETERS.values())
+    for name, field in TRACKER_PARAMETERS.items():  # run-time, bounded by what the tracker accepts
+        spec = topics.PARAMETERS[name]
+        assert spec.runtime and spec.bounds and check(name, spec.default) == spec.default
+        cast = type(spec.default)
+        low, high = (cast(b) for b in spec.bounds)
+        TrackerSettings(**{field: low})
+        TrackerSettings(**{field: high})
+        with pytest.raises(WpsSamError, match=field):
+            TrackerSettings(**{field: low - 1})
+    with pytest.raises(WpsSamError, match=r"track_match_iou must be in \[0.01, 1\], got 0.0"):
+        parse_ros_args(["--ros-args", "-p", "track_match_iou:=0"])
+    with pytest.raises(WpsSamError, match="parameter tracking: expected bool, got 'maybe'"):
+        parse_ros_args(["--ros-args", "-p", "tracking:=maybe"])
+    params = parse_ros_args(["--ros-args", "-p", "tracking:=true", "-p", "track_reset_s:=0"])[0]
+    assert params["tracking"] is True and params["track_reset_s"] == 0.0
+
+
 def test_params_file_sections(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("/**:\n  ros__parameters:\n    device: cpu\n"

@@ -33,6 +33,7 @@ STORAGE_SUFFIXES = (".db3", ".mcap")
 
 def register(sub: argparse._SubParsersAction) -> None:
     from wps_sam_core.cli.common import add_model_args
+    from wps_sam_core.cli.track import add_tracking_args
 
     p = sub.add_parser("bag", help="segment the images of a rosbag2 into a new bag with the part topics")
     p.add_argument("input", help="input rosbag2 (folder, .db3 or .mcap)")
@@ -45,21 +46,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlay", action="store_true", help="also write parts/overlay (rgb8)")
     p.add_argument("--class-filter", default="", help="comma-separated class names to keep")
     add_model_args(p)
+    add_tracking_args(p, what="bag's images (one tracker, header stamps)")
     p.set_defaults(func=run_bag)
 
 
 def run_bag(args: argparse.Namespace) -> int:
     from wps_sam_core.cli.common import segmenter_from_args
+    from wps_sam_core.cli.track import tracker_settings_from_args
 
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
         raise WpsSamError(f"input bag {src} does not exist")
     if dst.exists():
         raise WpsSamError(f"output {dst} exists already; choose a new path")
+    tracker_settings = tracker_settings_from_args(args)  # before the model loads: a bad flag fails fast
     segmenter = segmenter_from_args(args)
     if args.class_filter:
         segmenter.update_settings(class_filter=topics.parse_class_filter(args.class_filter))
-    counts = process_bag(src, dst, segmenter, args.image_topic, args.compressed, args.storage, args.overlay)
+    counts = process_bag(src, dst, segmenter, args.image_topic, args.compressed, args.storage, args.overlay,
+                         tracker_settings if args.tracking else None)
     for topic, count in sorted(counts.items()):
         print(f"{topic}: {count} messages")
     print(f"wrote {dst}")
@@ -144,8 +149,11 @@ def _qos_profile(spec: topics.QosSpec):
 
 
 def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: str = "auto",
-                storage: str = "auto", overlay: bool = False) -> dict[str, int]:
-    """Write dst = src + part topics; returns messages per output topic. Atomic: all or nothing."""
+                storage: str = "auto", overlay: bool = False, tracking=None) -> dict[str, int]:
+    """Write dst = src + part topics; returns messages per output topic. Atomic: all or nothing.
+
+    tracking: a TrackerSettings to write track ids (one tracker over the images in bag order, stamped by their
+    headers; a stamp going backwards or a long gap resets it, as in the node), None for per-frame ids."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
 
@@ -175,7 +183,7 @@ def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: s
                                                      offered_qos_profiles=[_qos_profile(spec.qos)])
             counts = {conn.topic: 0 for conn in outputs.values()}
             core = PartSegCore(segmenter, MessageFactory(RosbagsBackend(typestore)), lambda k, m: None,
-                               publish_overlay=overlay)
+                               publish_overlay=overlay, tracking=tracking is not None, tracker_settings=tracking)
 
             def write(key: str, timestamp: int, msg: Any) -> None:
                 conn = outputs[key]
@@ -196,6 +204,9 @@ def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: s
                     write(key, timestamp, out)
         if core.stats.rejected:
             log.warning("%d image(s) rejected; last problem: %s", core.stats.rejected, core.stats.last_problem)
+        if core.tracking and core.tracker.resets:
+            log.info("tracker reset %d time(s) (%s); the parts got new ids each time", core.tracker.resets,
+                     ", ".join(f"{n} x {reason}" for reason, n in core.tracker.resets_by_reason.items() if n))
         os.replace(tmp_bag, dst)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

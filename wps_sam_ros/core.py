@@ -10,6 +10,7 @@ as dropped), so the delay of any output is at most one inference plus the wait f
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -20,14 +21,18 @@ from typing import Any, Callable
 import numpy as np
 
 from wps_sam_core.errors import WpsSamError
+from wps_sam_core.postprocess.tracking import RESET_BY_CALLER, PartTracker, TrackerSettings, with_track_ids
 from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings, load_segmenter as core_load_segmenter
 
 from . import topics
 from .conversions import message_to_rgb
 from .messages import OK, WARN, MessageFactory
-from .params import check_all
+from .params import check, check_all
 
 log = logging.getLogger(__name__)
+# node parameter -> TrackerSettings field
+TRACKER_PARAMETERS = {"track_match_iou": "match_iou", "track_max_age": "track_max_age",
+                      "track_min_hits": "track_min_hits", "track_reset_s": "track_reset_s"}
 _SETTINGS_PARAMETERS = ("score_threshold", "mask_threshold", "max_instances", "class_filter", "overlap")
 
 
@@ -38,6 +43,10 @@ def settings_from_parameters(params: dict[str, Any]) -> SegmenterSettings:
         max_instances=int(params["max_instances"]), class_filter=topics.parse_class_filter(params["class_filter"]),
         overlap=str(params["overlap"]),
     )
+
+
+def tracker_settings_from_parameters(params: dict[str, Any]) -> TrackerSettings:
+    return TrackerSettings(**{field: params[name] for name, field in TRACKER_PARAMETERS.items()})
 
 
 def load_segmenter(params: dict[str, Any]) -> PartSegmenter:
@@ -170,7 +179,13 @@ class PartSegCore:
         now_ns: Callable[[], int] = time.time_ns,
         warn: Callable[[str], None] = log.warning,
         name: str = topics.NODE_NAME,
+        tracking: bool = False,
+        tracker_settings: TrackerSettings | None = None,
+        tracker: PartTracker | None = None,
     ) -> None:
+        """tracking: instance ids become track ids, by one PartTracker for the one image stream this core serves:
+        `tracker` (a transport that outlives its cores keeps one, so ids are not reused) or a new one; with
+        `tracker_settings` when given."""
         self.segmenter = segmenter
         self.factory = factory
         self.publish = publish
@@ -184,6 +199,12 @@ class PartSegCore:
         self._slot = LatestFrameSlot()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self.tracker = PartTracker(tracker_settings) if tracker is None else tracker
+        if tracker is not None and tracker_settings is not None:
+            tracker.settings = tracker_settings
+        self.tracking = bool(tracking)
+        self._tracking_lock = threading.Lock()
+        self._tracker_used = False  # a frame went through the tracker since tracking was last switched on
 
     # -- live path
     def start(self) -> None:
@@ -243,6 +264,11 @@ class PartSegCore:
             self._reject(str(exc))
             return None
         inference_ms = (time.perf_counter() - started) * 1e3
+        with self._tracking_lock:
+            tracking = self.tracking
+            self._tracker_used |= tracking
+        if tracking:  # instance ids -> track ids; the label map stays as it is
+            seg = with_track_ids(seg, self.tracker.update(seg.instances, stamp_ns(msg.header)))
         overlay = None
         if self.publish_overlay and self.overlay_wanted():
             from wps_sam_core.viz import overlay as draw_overlay  # cv2 drawing: only when someone looks
@@ -279,6 +305,10 @@ class PartSegCore:
             level, message = OK, "waiting for images"
         else:
             level, message = OK, "segmenting"
+        values["tracking"] = "on" if self.tracking else "off"
+        if self.tracking:
+            values.update({key if key.startswith("tracks_") else f"tracker_{key}": value
+                           for key, value in self.tracker.diagnostics().items()})
         if self.segmenter.caveat:  # the demo model: say so wherever a user looks, not only at start
             values["model_caveat"] = self.segmenter.caveat
             level, message = max(level, WARN), f"{message}; {self.segmenter.caveat.split(':')[0]}"
@@ -294,13 +324,31 @@ class PartSegCore:
         settings = {k: v for k, v in changes.items() if k in _SETTINGS_PARAMETERS}
         if "class_filter" in settings:
             settings["class_filter"] = topics.parse_class_filter(settings["class_filter"])
+        tracker_changes = {TRACKER_PARAMETERS[k]: v for k, v in changes.items() if k in TRACKER_PARAMETERS}
         try:
+            for name in ("tracking", *TRACKER_PARAMETERS):  # types and bounds, as the transports check them
+                if name in changes:
+                    check(name, changes[name])
+            tracker_settings = dataclasses.replace(self.tracker.settings, **tracker_changes)  # validated
             if settings:
                 self.segmenter.update_settings(**settings)
         except (WpsSamError, TypeError, ValueError) as exc:
             return False, str(exc)
+        if tracker_changes:
+            self.tracker.settings = tracker_settings  # live tracks are kept
+        if "tracking" in changes:
+            self._switch_tracking(bool(changes["tracking"]))
         if "publish_overlay" in changes:
             self.publish_overlay = bool(changes["publish_overlay"])
         if "score_threshold" in settings:
             self.publish("label_info", self.label_info_message())  # LabelInfo carries the threshold
         return True, ""
+
+    def _switch_tracking(self, on: bool) -> None:
+        """Switching on starts from no tracks: tracks left from before it was switched off are stale (a reset
+        counted as 'reset by caller'); ids are never reused, so a consumer cannot confuse old and new parts."""
+        with self._tracking_lock:
+            if on and not self.tracking and self._tracker_used:
+                self.tracker.reset(RESET_BY_CALLER, "tracking switched on again: tracks from before are dropped")
+                self._tracker_used = False
+            self.tracking = on

@@ -173,7 +173,7 @@ class DdsTransport:
         from cyclonedds.sub import DataReader
         from cyclonedds.topic import Topic
 
-        from .core import PartSegCore
+        from .core import PartSegCore, tracker_settings_from_parameters
         from .messages import MessageFactory
 
         self.participant = DomainParticipant(domain_id)
@@ -185,6 +185,7 @@ class DdsTransport:
             segmenter, MessageFactory(DdsBackend()), self._publish,
             overlay_wanted=lambda: bool(self.writers["overlay"].get_matched_subscriptions()),
             publish_overlay=bool(params["publish_overlay"]), name=name,
+            tracking=bool(params["tracking"]), tracker_settings=tracker_settings_from_parameters(params),
         )
         in_topic, in_type = topics.input_topic(params["image_topic"], params["image_transport"])
         self.input_topic = dds_topic(in_topic, namespace)

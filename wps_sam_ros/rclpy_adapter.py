@@ -78,6 +78,7 @@ class PartSegRos:
         self.factory = MessageFactory(self.backend)
         self.segmenter = None
         self.core = None
+        self.tracker = None  # kept over deactivate/activate: track ids are never reused by this node
         self.publishers: dict[str, Any] = {}
         self.subscription = None
         self.timer = None
@@ -132,7 +133,7 @@ class PartSegRos:
         """Set-parameters callback: judge only this package's parameters; apply run-time ones, refuse with a reason."""
         from rcl_interfaces.msg import SetParametersResult
 
-        from .core import settings_from_parameters
+        from .core import settings_from_parameters, tracker_settings_from_parameters
 
         changes = {p.name: p.value for p in params if p.name in topics.PARAMETERS}
         if not changes:  # use_sim_time, qos_overrides...: rclpy's and the user's business
@@ -143,6 +144,7 @@ class PartSegRos:
             # before configure the class names are unknown: the filter's names are checked at configure
             known = self.segmenter.class_names if self.segmenter else topics.parse_class_filter(merged["class_filter"])
             settings_from_parameters(merged).validated(known)
+            tracker_settings_from_parameters(merged)
         except (WpsSamError, TypeError, ValueError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         if self.core is None:  # not configured yet: the values are read at configure time
@@ -160,18 +162,26 @@ class PartSegRos:
     def _load_model(self) -> None:
         from rclpy.parameter import Parameter
 
-        from .core import PartSegCore, load_segmenter
+        from wps_sam_core.postprocess.tracking import RESET_BY_CALLER, PartTracker
+
+        from .core import PartSegCore, load_segmenter, tracker_settings_from_parameters
 
         params = self.parameters()
         self.segmenter = load_segmenter(params)
         if self.segmenter.precision != params["precision"]:  # bf16 on a CPU runs fp32: the parameter says so too
             self.node.set_parameters([Parameter("precision", value=self.segmenter.precision)])
         clock = self.node.get_clock()
+        tracker_settings = tracker_settings_from_parameters(params)
+        if self.tracker is None:
+            self.tracker = PartTracker(tracker_settings)
+        elif any(self.tracker.diagnostics()[k] for k in ("tracks_confirmed", "tracks_tentative")):
+            self.tracker.reset(RESET_BY_CALLER, "node activated again: tracks from before are dropped")
         self.core = PartSegCore(
             self.segmenter, self.factory, self.publish,
             overlay_wanted=lambda: self.publishers["overlay"].get_subscription_count() > 0,
             publish_overlay=bool(params["publish_overlay"]), now_ns=lambda: clock.now().nanoseconds,
             warn=self.node.get_logger().warning, name=self.node.get_name(),
+            tracking=bool(params["tracking"]), tracker_settings=tracker_settings, tracker=self.tracker,
         )
         logger = self.node.get_logger()
         logger.info(f"loaded {self.segmenter.description} on {self.segmenter.device} ({self.segmenter.precision})")

@@ -52,7 +52,7 @@ OUTPUT_TOPICS: dict[str, TopicSpec] = {
         "label map, mono8 (mono16 past 255 classes): 0 = background, k = class k of label_info"),
     "instance_masks": TopicSpec(
         "parts/instance_masks", "sensor_msgs/msg/Image", OUTPUT_QOS,
-        "instance map, mono16: 0 = none, i = the detection whose id is \"i\""),
+        "instance map, mono16: 0 = none, i = the detection whose id is \"i\" (a track id with tracking: true)"),
     "instances": TopicSpec(
         "parts/instances", "vision_msgs/msg/Detection2DArray", OUTPUT_QOS,
         "one Detection2D per instance: id = str(i), class_id = class name, score, bbox in pixels"),
@@ -119,6 +119,19 @@ PARAMETERS: dict[str, ParameterSpec] = {
     # above 0: rcl's timer with period 0 is always ready (a busy loop flooding /diagnostics)
     "diagnostics_period": ParameterSpec(1.0, "seconds between /diagnostics messages [0.01, 3600]",
                                         bounds=(0.01, 3600.0)),
+    # tracking (wps_sam_core.postprocess.tracking; defaults = TrackerSettings()'s, tested)
+    "tracking": ParameterSpec(False, "instance ids become track ids, stable over frames; parts without a confirmed "
+                              "track are left out of instances and instance_masks; switching on starts afresh",
+                              runtime=True),
+    "track_match_iou": ParameterSpec(0.3, "least mask IoU of a part with a track's predicted mask to keep its id "
+                                     "[0.01, 1]", runtime=True, bounds=(0.01, 1.0)),
+    "track_max_age": ParameterSpec(10, "frames a track keeps its id while its part is not seen [0, 10000]",
+                                   runtime=True, bounds=(0, 10000)),
+    "track_min_hits": ParameterSpec(2, "frames in a row a new part must be seen before it gets an id [1, 1000]",
+                                    runtime=True, bounds=(1, 1000)),
+    "track_reset_s": ParameterSpec(5.0, "a gap between frames longer than this (s) resets the tracker, as a "
+                                   "stamp going backwards does; 0 = never [0, 3600]", runtime=True,
+                                   bounds=(0.0, 3600.0)),
 }
 
 RUNTIME_PARAMETERS = tuple(name for name, spec in PARAMETERS.items() if spec.runtime)

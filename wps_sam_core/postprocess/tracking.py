@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 from typing import Protocol, Sequence
 
@@ -350,3 +350,20 @@ class PartTracker:
             if track_id not in live:
                 return track_id
         raise WpsSamError(f"more than {MAX_TRACK_ID} live tracks: track ids no longer fit mono16")
+
+
+def with_track_ids(seg, track_ids: Sequence[int]):
+    """A copy of a PartSegmentation whose instance ids are track ids (`track_ids` from `update`, one per instance).
+
+    Instances with track id 0 (not confirmed yet) are left out and their pixels read 0 in the instance map;
+    the others keep their order (descending score) with `instance_id` = track id, and the instance map says
+    the same pixel for pixel. The label map is shared unchanged: an unconfirmed part is still a part of its
+    class. `seg` itself is not modified.
+    """
+    if len(track_ids) != len(seg.instances):
+        raise WpsSamError(f"{len(track_ids)} track ids for {len(seg.instances)} instances")
+    lut = np.zeros(len(track_ids) + 1, np.uint16)
+    lut[1:] = track_ids
+    instances = [replace(inst, instance_id=int(track_id))
+                 for inst, track_id in zip(seg.instances, track_ids) if track_id != NO_ID]
+    return replace(seg, instance_ids=lut[seg.instance_ids], instances=instances)
