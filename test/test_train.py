@@ -88,7 +88,7 @@ def test_sigkill_then_resume_reaches_the_same_weights_and_keeps_the_metrics(tmp_
     killed = write_config(tmp_path / "k.yaml", small_world, tmp_path / "k", sam_path, **common)
     proc = subprocess.Popen([sys.executable, "-m", "wps_sam_core.cli", "train", "--config", str(killed)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state, metrics = tmp_path / "k" / STATE_FILE, tmp_path / "k" / "metrics.csv"
+    state = tmp_path / "k" / STATE_FILE
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # wait for rows and a checkpoint, never a fixed sleep
         if state.exists() and torch.load(state, weights_only=True)["step"] >= 4 and len(csv_rows(tmp_path / "k")) >= 4:

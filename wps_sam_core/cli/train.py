@@ -25,13 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace the previous run in OUT_DIR (removes only the files a run writes, naming them)")
     p.set_defaults(func=run_train)
 
-    import importlib
-
-    if "wps_sam_core.cli.cache" not in importlib.import_module("wps_sam_core.cli.main").COMMAND_MODULES:  # until main registers the cache command itself
-        from . import cache
-
-        cache.register(sub)
-
 
 def run_train(args: argparse.Namespace) -> int:
     from ..distill.config import load_train_config

@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import WpsSamError
+from ..io_utils import parse_yaml
 from .losses import LossConfig
 
 SUPERVISIONS = ("box", "point_center", "point_interior", "mixed")
@@ -163,7 +162,7 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] = ())
         path = Path(path)
         if not path.is_file():
             raise WpsSamError(f"config file not found: {path}")
-        data = _parse_yaml(path.read_text(), str(path)) or {}
+        data = parse_yaml(path.read_text(), str(path)) or {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or "." not in key:
@@ -174,21 +173,8 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] = ())
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise WpsSamError(f"override {item!r}: {part} is not a section")
-        node[leaf] = _parse_yaml(raw, f"override {item!r}")
+        node[leaf] = parse_yaml(raw, f"override {item!r}")
     return _from_dict(TrainConfig, data, "config")
-
-
-def _parse_yaml(text: str, where: str) -> Any:
-    """yaml.safe_load; a syntax error is one line naming the line and column (1-based) and the problem."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        what = " ".join(part for part in (exc.problem, exc.context and f"({exc.context})") if part)
-        raise WpsSamError(f"{where}: invalid YAML{at}: {what or 'syntax error'}") from None
-    except yaml.YAMLError as exc:
-        raise WpsSamError(f"{where}: invalid YAML: {str(exc).splitlines()[0]}") from None
 
 
 def config_from_dict(data: dict, where: str = "config") -> TrainConfig:

@@ -2,6 +2,8 @@
 prediction overlays of a few fixed val images for TensorBoard."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
@@ -9,8 +11,11 @@ from ..data.coco import CocoPartDataset
 from ..evaluation.metrics import SegmentationMetrics
 from ..modeling.wpssam import WPSSAM
 
+if TYPE_CHECKING:
+    from ..segmenter import PartSegmenter
 
-def _segmenter(model: WPSSAM, class_names: list[str], device) -> "PartSegmenter":  # noqa: F821
+
+def _segmenter(model: WPSSAM, class_names: list[str], device) -> PartSegmenter:
     from ..segmenter import PartSegmenter
 
     return PartSegmenter(model, class_names, device=str(device))
