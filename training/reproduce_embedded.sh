@@ -56,5 +56,5 @@ wps-sam cache --data "$out/world" --split train --sam-type tiny --sam-checkpoint
   --out "$out/cache_train" --hflip --device cpu --batch-size 16
 wps-sam train --config "$here/configs/world_box.yaml" --data "$out/world" --out-dir "$out/box" \
   --set model.sam_checkpoint="$sam" --set data.cache_dir="$out/cache_train" \
-  --set run.progress=false
+  --set run.progress=false ${TRAIN_FLAGS:-}  # TRAIN_FLAGS=--resume or --overwrite for a rerun into OUT
 python3 "$here/install_embedded.py" --run "$out"

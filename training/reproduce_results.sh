@@ -14,7 +14,7 @@ export OMP_NUM_THREADS=${THREADS:-1}
 # trained on the same fp32 run SAM and cache as the box prompter; every row is evaluated on the SHIPPED (float16) SAM
 wps-sam train --config "$here/configs/world_point.yaml" --data "$out/world" --out-dir "$out/point" \
   --set model.sam_checkpoint="$out/tiny_sam_stage3/sam.safetensors" --set data.cache_dir="$out/cache_train" \
-  --set run.progress=false
+  --set run.progress=false ${TRAIN_FLAGS:-}  # TRAIN_FLAGS=--resume or --overwrite for a rerun into OUT
 python3 "$here/results_table.py" --data "$out/world" --split test \
   --box-prompter "$assets/prompter_box.safetensors" --point-prompter "$out/point/best.safetensors" \
   --sam-checkpoint "$assets/tiny_sam.safetensors" --out "$here/../docs/results.md" \
