@@ -1,4 +1,5 @@
-"""`wps-sam bag` on real rosbag2 files (sqlite3 and MCAP, raw and compressed), written with rosbags here."""
+"""`wps-sam bag` on real rosbag2 files (sqlite3 and MCAP, raw and compressed), written with rosbags here; with
+--tracking, a moving object's part keeps its id over the bag."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,11 +12,13 @@ pytest.importorskip("rosbags", reason="rosbags (pip) not installed")
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer  # noqa: E402
 
 from wps_sam_core.cli import main as wps_sam  # noqa: E402
+from wps_sam_core.embedded import embedded_available  # noqa: E402
 from wps_sam_ros import topics  # noqa: E402
 from wps_sam_ros.conversions import encode_compressed  # noqa: E402
 from wps_sam_ros.messages import MessageFactory, RosbagsBackend, ros2_typestore  # noqa: E402
 
 from conftest import random_image  # noqa: E402
+from moving_object import FRAME_NS, hammer_clip, id_on  # noqa: E402
 
 FRAMES = 4
 PART_TOPICS = {"/parts/masks", "/parts/instance_masks", "/parts/instances"}
@@ -101,3 +104,46 @@ def test_bag_errors_are_one_line_and_leave_nothing(tmp_path, tiny_files, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no partial output, no staging folder
     assert wps_sam(["bag", str(src), str(src), "--image-topic", "/camera/image_raw", *model_args(tiny_files)]) == 2
     assert "exists already" in capsys.readouterr().err
+
+
+def ids_image(msg) -> np.ndarray:
+    return np.frombuffer(msg.data.tobytes(), "<u2").reshape(msg.height, msg.width)
+
+
+@pytest.mark.skipif(not embedded_available(), reason="embedded default model not built yet")
+def test_bag_tracking_keeps_a_moving_parts_id_and_resets_when_the_stamps_loop(tmp_path, caplog):
+    """The hammer clip, then its first 3 frames again with their old header stamps (a player looping while
+    recording); the embedded model. --tracking: the head's id stays from frame 1 on, the loop resets the tracker
+    (logged) and the head gets a new id; without the flag the head's per-frame id changes; label maps equal."""
+    store = ros2_typestore()
+    factory = MessageFactory(RosbagsBackend(store))
+    clip = hammer_clip()
+    t0 = 1_700_000_000_000_000_000
+    sequence = [(f, t0 + f * FRAME_NS) for f in range(len(clip))] + [(f, t0 + f * FRAME_NS) for f in range(3)]
+    src = tmp_path / "in"
+    with Writer(src, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/camera/image_raw", topics.RAW_IMAGE_TYPE, typestore=store)
+        for i, (f, stamp) in enumerate(sequence):
+            msg = factory.image(factory.header(stamp, "camera"), clip[f].rgb, "rgb8")
+            writer.write(conn, t0 + i * FRAME_NS, store.serialize_cdr(msg, topics.RAW_IMAGE_TYPE))
+    runs = {}
+    for name, extra in (("tracked", ["--tracking"]), ("plain", [])):
+        with caplog.at_level("INFO"):
+            assert wps_sam(["bag", str(src), str(tmp_path / name), "--image-topic", "/camera/image_raw",
+                            "--device", "cpu", *extra]) == 0
+        runs[name] = read_bag(tmp_path / name)
+    head = {}
+    for name, got in runs.items():
+        head[name] = []
+        for (f, _), (_, inst), (_, dets) in zip(sequence, got["/parts/instance_masks"], got["/parts/instances"]):
+            ids = ids_image(inst)
+            assert {int(d.id) for d in dets.detections} == set(np.unique(ids)) - {0}
+            head[name].append(id_on(clip[f].parts["hammer_head"], ids))
+    assert [m.data.tobytes() for _, m in runs["tracked"]["/parts/masks"]] == [
+        m.data.tobytes() for _, m in runs["plain"]["/parts/masks"]]
+    tracked, n = head["tracked"], len(clip)
+    assert tracked[0] == 0 and tracked[1] > 0 and set(tracked[1:n]) == {tracked[1]}, tracked
+    assert tracked[n] == 0 and tracked[n + 1] > tracked[1] and tracked[n + 2] == tracked[n + 1], tracked  # new id
+    assert len(set(head["plain"][:n])) > 1, head["plain"]
+    assert any("part tracker reset: time jumped backwards" in r.getMessage() for r in caplog.records)
+    assert any("tracker reset 1 time(s) (1 x time jumped backwards)" in r.getMessage() for r in caplog.records)

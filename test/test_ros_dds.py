@@ -1,10 +1,12 @@
 """Live Cyclone DDS on loopback: a camera publisher sends 60 frames at 30 Hz on rt/camera/image_raw, the node
-answers on rt/parts/* with the input headers; a slow model drops frames instead of queueing them."""
+answers on rt/parts/* with the input headers; a slow model drops frames instead of queueing them; with
+tracking on, a moving object's part keeps its id in /parts/instances and /parts/instance_masks."""
 from __future__ import annotations
 
 import os
 import time
 
+import numpy as np
 import pytest
 
 pytest.importorskip("cyclonedds", reason="cyclonedds (pip) not installed")
@@ -14,6 +16,7 @@ from cyclonedds.pub import DataWriter  # noqa: E402
 from cyclonedds.sub import DataReader  # noqa: E402
 from cyclonedds.topic import Topic  # noqa: E402
 
+from wps_sam_core.embedded import embedded_available  # noqa: E402
 from wps_sam_ros import topics  # noqa: E402
 from wps_sam_ros.core import load_segmenter  # noqa: E402
 from wps_sam_ros.dds import LOOPBACK_CONFIG, DdsBackend, DdsTransport, dds_qos, dds_topic, idl_type  # noqa: E402
@@ -21,20 +24,21 @@ from wps_sam_ros.messages import MessageFactory  # noqa: E402
 from node_process import NodeProcess  # noqa: E402
 
 from conftest import random_image  # noqa: E402
+from moving_object import hammer_clip, id_on  # noqa: E402
 
 FRAMES, RATE_HZ = 60, 30.0
-DOMAIN_BASE = 100 + (os.getpid() % 60) * 2  # two ids per run; other runs on the machine get others
+DOMAIN_BASE = 100 + (os.getpid() % 40) * 3  # three ids per run; other runs on the machine get others
 WATCHED = ("masks", "instance_masks", "instances", "label_info", "diagnostics", "overlay")
 
 
 class Camera:
     """Test-side participant: publishes images, reads every part topic (plain DDS, no mocks)."""
 
-    def __init__(self, domain_id: int) -> None:
+    def __init__(self, domain_id: int, qos: topics.QosSpec = topics.SENSOR_DATA_QOS) -> None:
         self.participant = DomainParticipant(domain_id)
         image_type = idl_type(topics.RAW_IMAGE_TYPE)
         self.writer = DataWriter(self.participant, Topic(self.participant, dds_topic("/camera/image_raw"), image_type),
-                                 qos=dds_qos(topics.SENSOR_DATA_QOS))
+                                 qos=dds_qos(qos))
         self.readers = {}
         for key in WATCHED:
             spec = topics.OUTPUT_TOPICS[key]
@@ -194,3 +198,52 @@ def test_slow_model_drops_frames_and_latency_stays_bounded(tiny_files):
     print(f"\nslow model ({frame_s * 1e3:.0f} ms/frame): {received} received, {processed} processed, {dropped} dropped; "
           f"latency max {max(latencies) * 1e3:.0f} ms (bound {bound * 1e3:.0f} ms; a queue would give "
           f"~{(FRAMES * frame_s - FRAMES / RATE_HZ) * 1e3:.0f} ms)")
+
+
+def mono16(msg) -> np.ndarray:
+    return np.frombuffer(bytes(msg.data), "<u2").reshape(msg.height, msg.width)
+
+
+@pytest.mark.skipif(not embedded_available(), reason="embedded default model not built yet")
+def test_node_process_publishes_track_ids_that_stay_with_a_moving_part():
+    """`part_seg_node --transport dds -p tracking:=true` (embedded model) fed the hammer clip frame by frame (each
+    sent once the previous one is answered, reliably, so the node sees every frame): the head's id in
+    /parts/instance_masks and its Detection2D.id stay the same; a stamp going back resets, counted in /diagnostics."""
+    domain_id = DOMAIN_BASE + 2
+    node = NodeProcess({"device": "cpu", "tracking": True, "input_qos": "reliable", "diagnostics_period": 0.2},
+                       domain_id)
+    dom = Domain(domain_id, LOOPBACK_CONFIG)
+    clip = hammer_clip()
+    head_ids, stamps = [], []
+    try:
+        node.start(timeout=120)
+        camera = Camera(domain_id, qos=topics.RELIABLE_QOS)
+        camera.wait_matched()
+
+        def send(rgb, stamp):
+            camera.writer.write(camera.factory.image(camera.factory.header(stamp, "cam"), rgb, "rgb8"))
+            assert camera.wait_for(lambda: answered_on_every_topic(camera, stamp), 60), f"no answer to {stamp}"
+
+        for frame in clip:
+            stamps.append(time.time_ns())
+            send(frame.rgb, stamps[-1])
+        send(clip[0].rgb, stamps[0])  # the stream starts over (a bag loop): back to the first stamp
+        assert camera.wait_for(lambda: camera.received["diagnostics"]
+                               and camera.last_diagnostics().get("tracker_resets") == "1", 10), "no reset counted"
+        values = camera.last_diagnostics()
+    finally:
+        node.stop(timeout=20)
+        del dom
+    assert node.returncode == 0, node.log
+    by_stamp = {key: {s.header.stamp.sec * 10**9 + s.header.stamp.nanosec: s for _, s in camera.received[key]}
+                for key in ("instance_masks", "instances")}
+    for frame, stamp in zip(clip, stamps):
+        ids = mono16(by_stamp["instance_masks"][stamp])
+        dets = {int(d.id): d.results[0].hypothesis.class_id for d in by_stamp["instances"][stamp].detections}
+        assert set(dets) == set(np.unique(ids)) - {0}  # Detection2D.id = the id in the instance map
+        head_ids.append(id_on(frame.parts["hammer_head"], ids))
+        assert head_ids[-1] == 0 or dets[head_ids[-1]] == "hammer_head"
+    print(f"\nDDS node, tracking: hammer head ids over {len(clip)} frames {head_ids}; diagnostics {values}")
+    assert head_ids[0] == 0 and head_ids[1] > 0 and set(head_ids[1:]) == {head_ids[1]}, head_ids
+    assert values["tracking"] == "on" and values["tracker_resets (time jumped backwards)"] == "1"
+    assert "part tracker reset" in node.log and "backwards" in node.log
