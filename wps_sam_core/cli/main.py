@@ -15,6 +15,7 @@ from ..errors import WpsSamError
 # so wps_sam_core never imports them.
 COMMAND_MODULES = (
     "wps_sam_core.cli.predict",  # predict
+    "wps_sam_core.cli.track",  # track
     "wps_sam_core.cli.world",  # world
     "wps_sam_core.cli.train",  # train
     "wps_sam_core.cli.cache",  # cache
