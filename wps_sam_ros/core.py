@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # node parameter -> TrackerSettings field
 TRACKER_PARAMETERS = {"track_match_iou": "match_iou", "track_max_age": "track_max_age",
                       "track_min_hits": "track_min_hits", "track_reset_s": "track_reset_s"}
-_SETTINGS_PARAMETERS = ("score_threshold", "mask_threshold", "max_instances", "class_filter", "overlap")
+_SETTINGS_PARAMETERS = ("score_threshold", "mask_threshold", "max_instances", "class_filter", "overlap", "dedup_iou")
 
 
 # ---- building the segmenter from node parameters -------------------------------------------------
@@ -41,7 +41,7 @@ def settings_from_parameters(params: dict[str, Any]) -> SegmenterSettings:
     return SegmenterSettings(
         score_threshold=float(params["score_threshold"]), mask_threshold=float(params["mask_threshold"]),
         max_instances=int(params["max_instances"]), class_filter=topics.parse_class_filter(params["class_filter"]),
-        overlap=str(params["overlap"]),
+        overlap=str(params["overlap"]), dedup_iou=float(params["dedup_iou"]),
     )
 
 

@@ -115,6 +115,8 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "class_filter": ParameterSpec("", "comma-separated class names to keep; empty = all classes", runtime=True),
     "overlap": ParameterSpec(OVERLAP_CHOICES[0], "who keeps overlapping pixels: smaller_on_top (nested parts stay "
                              "visible) or score", runtime=True, choices=OVERLAP_CHOICES),
+    "dedup_iou": ParameterSpec(0.35, "one part, one instance: same-class masks overlapping more than this mask IoU "
+                               "are merged into the best-scored one [0, 1]; 0 = off", runtime=True, bounds=(0.0, 1.0)),
     "publish_overlay": ParameterSpec(True, "publish parts/overlay (only built while someone subscribes)", runtime=True),
     # above 0: rcl's timer with period 0 is always ready (a busy loop flooding /diagnostics)
     "diagnostics_period": ParameterSpec(1.0, "seconds between /diagnostics messages [0.01, 3600]",
