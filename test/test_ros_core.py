@@ -9,9 +9,12 @@ import pytest
 
 from wps_sam_core.embedded import DEMO_MODEL_CAVEAT, embedded_available
 from wps_sam_core.errors import WpsSamError
+from wps_sam_core.segmenter import SegmenterSettings
 from wps_sam_ros import topics
 from wps_sam_ros.conversions import encode_compressed
-from wps_sam_ros.core import LatestFrameSlot, PartSegCore, ThrottledWarning, frame_latency_ms, load_segmenter
+from wps_sam_ros.core import (
+    LatestFrameSlot, PartSegCore, ThrottledWarning, frame_latency_ms, load_segmenter, settings_from_parameters,
+)
 from wps_sam_ros.messages import OK, WARN, MessageFactory, RosbagsBackend
 
 from conftest import TEST_CLASSES, random_image
@@ -144,8 +147,18 @@ def test_runtime_parameters(segmenter):
         assert core.set_parameters({"score_threshold": 0.25}) == (True, "")
         (key, info), = published  # LabelInfo re-sent: it carries the threshold
         assert key == "label_info" and info.threshold == pytest.approx(0.25)
+        # duplicate suppression: run-time, [0, 1], refused whole (nothing of the call applied) out of range
+        default = segmenter.settings.dedup_iou
+        for bad in (1.5, -0.1):
+            ok, reason = core.set_parameters({"dedup_iou": bad, "max_instances": 3})
+            assert not ok and reason == f"dedup_iou must be in [0, 1] (0 = off), got {bad}"
+        assert segmenter.settings.dedup_iou == default and segmenter.settings.max_instances == 2
+        assert core.set_parameters({"dedup_iou": 0.0}) == (True, "") and segmenter.settings.dedup_iou == 0.0
+        assert core.set_parameters({"dedup_iou": 0.8}) == (True, "") and segmenter.settings.dedup_iou == 0.8
+        assert settings_from_parameters(topics.defaults()).dedup_iou == default  # the node starts with the default
     finally:
-        segmenter.update_settings(score_threshold=0.0, class_filter=(), max_instances=25)
+        segmenter.update_settings(score_threshold=0.0, class_filter=(), max_instances=25,
+                                  dedup_iou=SegmenterSettings().dedup_iou)
 
 
 def test_latest_frame_slot_replaces_and_counts():
