@@ -135,6 +135,8 @@ def cli_cases(tmp: Path, tiny_files, world: Path) -> dict[str, tuple[str, list[s
                               "score_threshold must be in [0, 1], got 2.0"),
         "max-instances-0": ("wps-sam", ["predict", str(tmp / "a.png"), *out, *model, "--max-instances", "0"],
                             "max_instances must be in [1, 65535], got 0"),
+        "dedup-iou-2": ("wps-sam", ["predict", str(tmp / "a.png"), *out, *model, "--dedup-iou", "2"],
+                        "dedup_iou must be in [0, 1] (0 = off), got 2.0"),
         "flag-not-a-number": ("wps-sam", ["predict", str(tmp / "a.png"), *out, "--score-threshold", "high"],
                               "invalid float value: 'high'"),
         "train-state-with-code": ("wps-sam", ["train", "--config", str(tmp / "train.yaml"), "--resume"],
@@ -156,9 +158,9 @@ def cli_cases(tmp: Path, tiny_files, world: Path) -> dict[str, tuple[str, list[s
 
 CLI_CASE_IDS = ["empty-image", "truncated-image", "16-bit-image", "elongated-image", "directory-as-image",
                 "missing-sam-checkpoint", "corrupt-prompter", "pickle-with-code", "other-sam-type",
-                "score-threshold-2", "max-instances-0", "flag-not-a-number", "train-state-with-code", "coco-missing-keys",
-                "params-yaml-wrong-type", "params-yaml-not-a-mapping", "node-score-threshold-2", "node-param-not-yaml",
-                "node-shell-in-path"]
+                "score-threshold-2", "max-instances-0", "dedup-iou-2", "flag-not-a-number", "train-state-with-code",
+                "coco-missing-keys", "params-yaml-wrong-type", "params-yaml-not-a-mapping", "node-score-threshold-2",
+                "node-param-not-yaml", "node-shell-in-path"]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Class-aware duplicate suppression: hand cases for greedy mask NMS and Matrix-NMS, and both
-batched implementations against plain O(N^2) loops on random masks (hypothesis)."""
+"""Class-aware duplicate suppression: hand cases for greedy mask NMS, Matrix-NMS and mask merging, and
+the batched implementations against plain loops on random masks (hypothesis)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wps_sam_core.errors import WpsSamError
-from wps_sam_core.postprocess.dedup import deduplicate, mask_iou_matrix, mask_nms, matrix_decay, matrix_nms
+from wps_sam_core.postprocess.dedup import (
+    DEDUP_METHODS, deduplicate, duplicate_groups, mask_iou_matrix, mask_nms, matrix_decay, matrix_nms, merge_into_owners,
+)
 
 BOUNDED = settings(deadline=None, database=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 
@@ -32,6 +34,7 @@ A = row_mask((0, 4))
 SAME_AS_A = row_mask((0, 4))
 DISJOINT = row_mask((6, 10))
 BOTH = ("greedy", "matrix")
+ALL = DEDUP_METHODS  # greedy, matrix, merge
 
 
 def run(method: str, masks, classes, scores, dedup_iou=0.5) -> list[int]:
@@ -39,35 +42,35 @@ def run(method: str, masks, classes, scores, dedup_iou=0.5) -> list[int]:
                        method=method).tolist()
 
 
-@pytest.mark.parametrize("method", BOTH)
+@pytest.mark.parametrize("method", ALL)
 def test_identical_masks_of_one_class_keep_the_higher_score(method):
     assert run(method, masks_of(A, SAME_AS_A), [1, 1], [0.3, 0.9]) == [1]
     assert run(method, masks_of(A, SAME_AS_A), [1, 1], [0.9, 0.3]) == [0]
 
 
-@pytest.mark.parametrize("method", BOTH)
+@pytest.mark.parametrize("method", ALL)
 def test_identical_masks_of_two_classes_are_both_kept(method):
     assert run(method, masks_of(A, SAME_AS_A), [1, 2], [0.3, 0.9]) == [0, 1]
 
 
-@pytest.mark.parametrize("method", BOTH)
+@pytest.mark.parametrize("method", ALL)
 def test_disjoint_masks_are_both_kept(method):
     assert run(method, masks_of(A, DISJOINT), [1, 1], [0.3, 0.9]) == [0, 1]
 
 
-@pytest.mark.parametrize("method", BOTH)
+@pytest.mark.parametrize("method", ALL)
 def test_threshold_zero_keeps_everything(method):
     assert run(method, masks_of(A, SAME_AS_A, A), [1, 1, 1], [0.3, 0.9, 0.5], dedup_iou=0) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("method", BOTH)
+@pytest.mark.parametrize("method", ALL)
 def test_ties_keep_the_lower_index(method):
     for _ in range(3):
         assert run(method, masks_of(A, SAME_AS_A, SAME_AS_A), [1, 1, 1], [0.5, 0.5, 0.5]) == [0]
     assert run(method, masks_of(DISJOINT, A, SAME_AS_A), [1, 1, 1], [0.5, 0.5, 0.5]) == [0, 1]
 
 
-@pytest.mark.parametrize("method", BOTH)
+@pytest.mark.parametrize("method", ALL)
 def test_threshold_is_strict(method):
     # IoU(A, B) = 2 / 6 = 1/3: suppressed above it, kept at it.
     b = row_mask((2, 6))
@@ -98,13 +101,35 @@ def test_matrix_nms_compensates_a_suppressed_suppressor():
     assert decay.tolist() == pytest.approx([1.0, math.exp(-2.0 / 9), 1.0])
     for method in BOTH:
         assert run(method, masks_of(A, b, c), [1, 1, 1], [0.9, 0.8, 0.7], dedup_iou=0.3) == [0, 2]
+    # merging links A - B - C into one group (single linkage), represented by A
+    assert run("merge", masks_of(A, b, c), [1, 1, 1], [0.9, 0.8, 0.7], dedup_iou=0.3) == [0]
+
+
+def test_merge_unites_a_whole_part_and_its_two_halves():
+    # the demo's case: two queries for the halves of a part (IoU 0 with each other), a third for the whole
+    left, right, whole = row_mask((0, 5)), row_mask((5, 10)), row_mask((0, 10))
+    masks, classes = masks_of(left, right, whole), torch.tensor([1, 1, 1])
+    scores = torch.tensor([0.9, 0.8, 0.6])
+    assert run("greedy", masks, [1, 1, 1], [0.9, 0.8, 0.6], 0.4) == [0, 1]  # NMS keeps both halves (IoU 0.5 with the whole)
+    owner = duplicate_groups(masks, classes, scores, 0.4)
+    assert owner.tolist() == [0, 0, 0] and run("merge", masks, [1, 1, 1], [0.9, 0.8, 0.6], 0.4) == [0]
+    merged = merge_into_owners(masks, owner)
+    assert merged.dtype == torch.bool and torch.equal(merged[0], whole)  # the union: no pixel lost
+    logits = torch.where(masks, 3.0, -3.0) + torch.arange(3.0)[:, None, None]
+    assert torch.equal(merge_into_owners(logits, owner)[0], logits.max(0).values)  # elementwise max of the group
+    assert torch.equal(merge_into_owners(logits, owner)[1:], logits[1:])  # non-representatives untouched
+    # another class never joins, nor a disjoint mask of the class
+    owner = duplicate_groups(masks_of(left, whole, right, row_mask((0, 10))), torch.tensor([1, 2, 3, 1]),
+                             torch.tensor([0.9, 0.8, 0.7, 0.6]), 0.4)
+    assert owner.tolist() == [0, 1, 2, 0]
 
 
 def test_empty_input_and_bad_arguments():
     empty = torch.zeros(0, 4, 4, dtype=torch.bool)
-    for method in BOTH:
+    for method in ALL:
         assert deduplicate(empty, torch.zeros(0, dtype=torch.long), torch.zeros(0), 0.5, method).tolist() == []
     assert mask_iou_matrix(empty).shape == (0, 0)
+    assert duplicate_groups(empty, torch.zeros(0, dtype=torch.long), torch.zeros(0), 0.5).tolist() == []
     one = masks_of(A)
     with pytest.raises(WpsSamError, match="dedup_iou"):
         deduplicate(one, torch.tensor([1]), torch.tensor([0.5]), 1.5)
@@ -180,6 +205,40 @@ def test_matrix_nms_equals_the_loop_reference(inst, t):
     assert {j for j in decided if j in kept} == {j for j in decided if expected[j] >= floor}
 
 
+def reference_groups(masks: np.ndarray, classes: list[int], scores: list[float], t: float) -> list[int]:
+    """Union-find over the pairs of one class with IoU > t; each component named by its best-ranked member."""
+    parent = list(range(len(scores)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(len(scores)):
+        for j in range(len(scores)):
+            if classes[i] == classes[j] and reference_iou(masks[i], masks[j]) > t:
+                parent[find(i)] = find(j)
+    rank = reference_rank(scores)
+    best = {}
+    for i in rank:
+        best.setdefault(find(i), i)
+    return [best[find(i)] for i in range(len(scores))]
+
+
+@BOUNDED
+@given(instances(), THRESHOLDS)
+def test_merge_groups_equal_the_union_find_reference(inst, t):
+    masks, classes, scores = inst
+    args = (torch.from_numpy(masks), torch.tensor(classes, dtype=torch.long), torch.tensor(scores, dtype=torch.float32))
+    expected = reference_groups(masks, classes, scores, t)
+    assert duplicate_groups(*args, t).tolist() == expected
+    assert deduplicate(*args, t, method="merge").tolist() == sorted(set(expected))
+    if len(masks):  # each representative's merged mask is its group's union; together they cover every input pixel
+        merged = merge_into_owners(torch.from_numpy(masks), torch.tensor(expected)).numpy()
+        for k in set(expected):
+            assert np.array_equal(merged[k], masks[[j for j, o in enumerate(expected) if o == k]].any(0))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_gives_the_cpu_result():
     gen = torch.Generator().manual_seed(0)
@@ -187,7 +246,7 @@ def test_cuda_gives_the_cpu_result():
     logits[1::2] = logits[0:24:2] + 0.1 * torch.randn(12, 64, 64, generator=gen)  # near-duplicates
     classes = torch.randint(1, 4, (25,), generator=gen)
     scores = torch.rand(25, generator=gen)
-    for method in BOTH:
+    for method in ALL:
         cpu = deduplicate(logits, classes, scores, 0.5, method)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             gpu = deduplicate(logits.cuda(), classes.cuda(), scores.cuda(), 0.5, method)

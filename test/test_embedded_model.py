@@ -70,3 +70,40 @@ def test_predict_cli_uses_the_embedded_model(tmp_path):
     parts = json.loads((tmp_path / f"{image.stem}_parts.json").read_text())
     assert parts["instances"], "the embedded model found no part in its own example image"
     assert (tmp_path / f"{image.stem}_overlay.png").is_file()
+
+
+def test_dedup_makes_the_demos_hammer_head_copies_one(tmp_path, card, segmenter):
+    """examples/world_test_000001.png (test image 1 of the card's world): with dedup off the embedded model
+    gives four hammer_head instances: one on the hammer's head and three copies on one green clutter
+    rectangle (two halves and the whole). The default dedup_iou makes the three one; the head keeps its
+    instance and its label-map pixels."""
+    from wps_sam_core.data.coco import CocoPartDataset
+    from wps_sam_core.data.world import write_world
+    from wps_sam_core.image_io import read_image_rgb
+    from wps_sam_core.segmenter import SegmenterSettings
+
+    check = card["regression_check"]
+    write_world(tmp_path, 2, check["world_seed"], 256, check["split"])
+    sample = CocoPartDataset.from_root(tmp_path, check["split"])[1]
+    image = read_image_rgb(REPO / "examples" / "world_test_000001.png")
+    assert np.array_equal(image, sample.image)  # the example is that world image
+    head_id = segmenter.class_names.index("hammer_head") + 1
+    head = sample.masks[list(sample.labels).index(head_id)]
+
+    def hammer_heads(dedup_iou):
+        segmenter.update_settings(dedup_iou=dedup_iou)
+        result = segmenter.segment(image)
+        return result, [inst for inst in result.instances if inst.class_id == head_id]
+
+    try:
+        off, off_heads = hammer_heads(0.0)
+        on, on_heads = hammer_heads(SegmenterSettings().dedup_iou)
+    finally:
+        segmenter.update_settings(dedup_iou=SegmenterSettings().dedup_iou)
+    assert len(off_heads) == 4 and len(on_heads) == 2
+    on_the_head = [inst for inst in on_heads if (inst.mask & head).sum() > 0.5 * inst.mask.sum()]
+    assert len(on_the_head) == 1
+    others = [inst for inst in on_heads if inst.instance_id != on_the_head[0].instance_id]
+    assert len(others) == 1 and not (others[0].mask & head).any()  # the copy on the clutter, off the head
+    covered_off, covered_on = (off.labels[head] == head_id).mean(), (on.labels[head] == head_id).mean()
+    assert covered_on >= covered_off - 0.01 and covered_on > 0.6, (covered_off, covered_on)

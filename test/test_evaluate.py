@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as mask_utils
 from segment_anything import SamPredictor
 
@@ -18,7 +19,7 @@ from wps_sam_core.data.coco import CocoPartDataset
 from wps_sam_core.errors import WpsSamError
 from wps_sam_core.evaluation.evaluate import METHOD_NAMES, METHODS, evaluate
 from wps_sam_core.evaluation.metrics import SegmentationMetrics
-from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings, assemble
+from wps_sam_core.segmenter import InstanceMasks, PartSegmenter, SegmenterSettings, assemble
 
 from conftest import TEST_CLASSES, random_image
 
@@ -225,3 +226,80 @@ def test_cli_missing_image_is_exit_2_or_counted_skip(tiny_files, tmp_path, capsy
     payload = json.loads((tmp_path / "skip.json").read_text())
     assert payload["num_images"] == 2 and payload["skipped"] == {"missing_image": 1}
     assert "missing_image 1" in capsys.readouterr().out
+
+
+# ---- instance metrics through the evaluation loop and `wps-sam eval` --------------------------------------
+INSTANCE_KEYS = ("pq", "sq", "rq", "ap", "ap50", "ap75", "duplicates_per_gt", "fragments_per_gt")
+
+
+def test_instance_metrics_of_a_method_that_returns_instances(segmenter, dataset):
+    """Perfect instances score PQ = AP = 1 and one prediction per GT; one duplicate of one GT part lowers RQ
+    of its class exactly as computed and shows in duplicates_per_gt; a label-map method has no instance metrics."""
+    def perfect(seg, batch, duplicate=False):
+        out = []
+        for k, s in enumerate(batch.samples):
+            masks, classes = s.masks, s.labels
+            if duplicate and batch.indices[k] == 0:  # a second copy of image 1's first part
+                masks, classes = np.concatenate([masks, masks[:1]]), np.concatenate([classes, classes[:1]])
+            out.append(InstanceMasks(masks, classes, np.linspace(1.0, 0.5, len(masks)), np.ones(len(masks))))
+        return out
+
+    result = evaluate(segmenter, dataset, methods=[], progress=False, custom_methods={
+        "perfect": perfect, "duplicate": lambda seg, b: perfect(seg, b, True),
+        "labels only": lambda seg, b: [label_map_from_masks(s) for s in b.samples]})
+    results = result.results()
+    good, dup = results["perfect"], results["duplicate"]
+    assert good["pq"] == good["sq"] == good["rq"] == good["ap"] == good["ap50"] == 1.0
+    assert good["duplicates_per_gt"] == good["fragments_per_gt"] == 1.0 and good["instances"]["tp"] == 6
+    assert good["mIoU"] == 1.0  # the instances painted are the label map
+    # class 1 (mug_body): TP 2, FP 1 -> RQ 2 / 2.5; the other two classes stay at 1
+    assert dup["instances"]["per_class"][0]["RQ"] == pytest.approx(0.8)
+    assert dup["rq"] == pytest.approx((0.8 + 1 + 1) / 3) and dup["pq"] == pytest.approx((0.8 + 1 + 1) / 3)
+    assert dup["duplicates_per_gt"] == pytest.approx(7 / 6) and dup["instances"]["fp"] == 1
+    assert "pq" not in results["labels only"] and "labels only" not in result.instance_metrics
+
+
+@pytest.fixture(scope="module")
+def world_model_files(tmp_path_factory, small_world):
+    """A tiny random prompter for the world's classes, saved as files (SAM + prompter checkpoint)."""
+    from safetensors.torch import save_file
+
+    from wps_sam_core.checkpoint import PrompterCheckpoint, save_prompter_checkpoint
+    from wps_sam_core.modeling.sam import load_sam
+    from wps_sam_core.modeling.wpssam import WPSSAM
+
+    from conftest import tiny_prompter_config
+
+    names = CocoPartDataset.from_root(small_world, "val").class_names
+    torch.manual_seed(0)
+    model = WPSSAM.create(load_sam("tiny"), tiny_prompter_config(len(names)))
+    with torch.no_grad():
+        model.prompter.class_head.bias[-1] = -20.0  # every query a part
+    root = tmp_path_factory.mktemp("world_model")
+    save_file({k: v.contiguous() for k, v in model.sam.state_dict().items()}, str(root / "sam.safetensors"))
+    save_prompter_checkpoint(root / "prompter.safetensors", PrompterCheckpoint(
+        config=model.prompter.cfg, class_names=names, sam_type="tiny", image_size=256,
+        state_dict=model.prompter.state_dict()))
+    return root / "sam.safetensors", root / "prompter.safetensors"
+
+
+def test_eval_json_has_instance_metrics_for_every_method(world_model_files, small_world, tmp_path, capsys):
+    sam_path, prompter_path = world_model_files
+    out = tmp_path / "val.json"
+    assert cli_main(["eval", "--data", str(small_world), "--split", "val", "--json", str(out), "--prompter",
+                     str(prompter_path), "--sam-checkpoint", str(sam_path), "--device", "cpu", "--no-progress",
+                     "--score-threshold", "0"]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["settings"]["dedup_iou"] == SegmenterSettings().dedup_iou and payload["settings"]["dedup_method"]
+    assert list(payload["results"]) == [METHOD_NAMES[m] for m in METHODS]
+    for name, metrics in payload["results"].items():
+        for key in INSTANCE_KEYS:
+            assert key in metrics, (name, key)
+            assert metrics[key] is None or 0.0 <= metrics[key] <= (100 if "per_gt" in key else 1.0), (name, key)
+        assert metrics["instances"]["num_images"] == 4 and metrics["instances"]["num_gt"] > 0
+        assert metrics["instances"]["pq"] == metrics["pq"] and "mIoU" in metrics
+        if name != METHOD_NAMES["prompter"]:  # a prompt per GT part: every GT gets a mask, matched or not
+            assert metrics["instances"]["num_pred"] <= metrics["instances"]["num_gt"]
+    markdown = out.with_suffix(".md").read_text()
+    assert "## Part instances" in markdown and "predictions per matched GT" in markdown
+    assert "| PQ |" in capsys.readouterr().out

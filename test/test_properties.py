@@ -5,11 +5,14 @@ either the exact image a per-pixel reference decoder gives, or a one-line WpsSam
 frame callback never raises, and counts a rejection exactly when the conversion rejects.
 assemble(): every instance id in the map has exactly one instance and its pixels, ids are 1..n by
 descending score, the label map is the instances' classes, and the highest score covering a pixel owns it.
+Duplicate suppression in the segmenter: label and instance maps are painted from the same kept masks, no
+two kept masks of a class overlap past dedup_iou (NMS), and merging loses no pixel.
 """
 from __future__ import annotations
 
 import array
 from types import SimpleNamespace
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -17,7 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import torch
+
 from wps_sam_core.errors import WpsSamError
+from wps_sam_core.postprocess.dedup import DEDUP_METHODS, deduplicate
+from wps_sam_core.preprocess import ImageGeometry
 from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings, assemble
 from wps_sam_ros.conversions import ENCODINGS, message_to_rgb
 from wps_sam_ros.core import PartSegCore
@@ -187,3 +194,45 @@ def test_assemble_invariants(case, overlap):
         else:  # the smallest mask covering it does; among equally small ones the highest score
             smallest = areas[here].min()
             assert owner.score == scores[here & (areas == smallest)].max()
+
+
+# ---- duplicate suppression inside the segmenter ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dedup_segmenter():
+    return PartSegmenter(make_tiny_model(), TEST_CLASSES, "cpu", settings=SegmenterSettings(score_threshold=0.0))
+
+
+@settings(BOUNDED, max_examples=120)
+@given(mask_sets(), st.sampled_from(DEDUP_METHODS), st.sampled_from([0.2, 1 / 3, 0.5, 0.8]),
+       st.sampled_from(["smaller_on_top", "score"]))
+def test_dedup_keeps_label_and_instance_maps_consistent(dedup_segmenter, case, method, dedup_iou, overlap):
+    low_res, classes, scores = case  # K x h x w masks as the decoder's low-res logits
+    k, h, w = low_res.shape
+    logits = torch.from_numpy(np.where(low_res, 8.0, -8.0)).float()[:, None]
+    seg = dedup_segmenter
+    args = (torch.zeros(1, 1, 1, 1), [ImageGeometry((2 * h, 2 * w), (256, 256))], torch.zeros(k, dtype=torch.long),
+            torch.zeros(k, 2, 8), torch.from_numpy(classes), torch.from_numpy(scores))
+    decode = lambda emb, idx, tok: (logits.clone(), torch.full((k,), 0.5))  # noqa: E731
+    with mock.patch.object(seg.model, "decode", decode), mock.patch.object(seg, "dedup_method", method):
+        off = seg.decode_instances(*args, settings=SegmenterSettings(dedup_iou=0.0, overlap=overlap))[0]
+        kept = seg.decode_instances(*args, settings=SegmenterSettings(dedup_iou=dedup_iou, overlap=overlap))[0]
+        result = seg.decode_prompts(*args, settings=SegmenterSettings(dedup_iou=dedup_iou, overlap=overlap))[0]
+    assert len(off.masks) == k and len(kept.masks) <= k
+    # the published maps are the kept masks painted: one kept set for the label map and the instance map
+    painted = kept.assemble(TEST_CLASSES, overlap)
+    assert np.array_equal(result.labels, painted.labels) and np.array_equal(result.instance_ids, painted.instance_ids)
+    covered = kept.masks.any(0) if len(kept.masks) else np.zeros((2 * h, 2 * w), bool)
+    assert np.array_equal(result.labels > 0, covered) and np.array_equal(result.instance_ids > 0, covered)
+    for inst in result.instances:
+        assert np.all(result.labels[inst.mask] == inst.class_id)
+        assert any(c == inst.class_id and s == inst.score and m[inst.mask].all()
+                   for m, c, s in zip(kept.masks, kept.class_ids, kept.scores))
+    # the kept set is postprocess.dedup's, and each class present stays present
+    expected = deduplicate(logits[:, 0], torch.from_numpy(classes), torch.from_numpy(scores), dedup_iou, method).numpy()
+    assert kept.class_ids.tolist() == classes[expected].tolist() and kept.scores.tolist() == scores[expected].tolist()
+    assert set(kept.class_ids.tolist()) == set(off.class_ids.tolist())
+    if method != "merge":  # suppression drops masks and leaves the kept ones as they were
+        assert np.array_equal(kept.masks, off.masks[expected])
+    else:  # a dropped mask joins its group's union: no pixel is lost, and a kept mask only grows
+        assert np.all(covered[off.masks.any(0)]) if k else True
+        assert np.all(kept.masks[off.masks[expected]]) if k else True

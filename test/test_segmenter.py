@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from wps_sam_core.errors import WpsSamError
+from wps_sam_core.postprocess.dedup import DEDUP_METHODS
+from wps_sam_core.preprocess import ImageGeometry
 from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings, assemble
 
 from conftest import TEST_CLASSES, make_tiny_model, random_image
@@ -135,6 +137,11 @@ def test_bad_images_are_rejected_with_a_clear_error(segmenter, image, message):
     ({"mask_threshold": float("nan")}, "mask_threshold"),
     ({"class_filter": ["wing"]}, "unknown classes"),
     ({"overlap": "largest"}, "overlap must be one of"),
+    ({"dedup_iou": 1.5}, r"^dedup_iou must be in \[0, 1\] \(0 = off\), got 1.5$"),
+    ({"dedup_iou": -0.1}, r"^dedup_iou must be in \[0, 1\] \(0 = off\), got -0.1$"),
+    ({"dedup_iou": float("nan")}, r"^dedup_iou must be in \[0, 1\]"),
+    ({"dedup_iou": "0.5"}, r"^dedup_iou must be a number, got '0.5'$"),
+    ({"dedup_iou": True}, r"^dedup_iou must be a number, got True$"),
 ])
 def test_invalid_settings_are_rejected_and_change_nothing(segmenter, changes, message):
     before = segmenter.settings
@@ -165,3 +172,62 @@ def test_nested_part_stays_visible_on_top_of_a_confident_body():
     assert nested.instances[0].mask.sum() == body.sum() - window.sum()
     swallowed = assemble(masks, classes, scores, np.zeros(2), TEST_CLASSES, overlap="score")
     assert (swallowed.labels[body] == 1).all() and len(swallowed.instances) == 1
+
+
+def test_dedup_iou_bounds_are_inclusive_and_the_default_is_on():
+    assert 0 < SegmenterSettings().dedup_iou <= 1
+    for value in (0, 0.0, 1, 1.0):
+        assert SegmenterSettings(dedup_iou=value).validated(TEST_CLASSES).dedup_iou == value
+
+
+def rect(y0, y1, x0, x1, size=64):
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def decode_fixed(segmenter, monkeypatch, masks, classes, scores, **settings):
+    """The segmenter's decode path with the mask decoder replaced by these 64 x 64 low-res masks (as logits)
+    on a 64 x 64 image: (InstanceMasks before painting, PartSegmentation)."""
+    logits = torch.stack([torch.where(m, 8.0, -8.0) for m in masks])[:, None]
+    monkeypatch.setattr(segmenter.model, "decode", lambda emb, idx, tok: (logits.clone(), torch.full((len(tok),), 0.5)))
+    args = (torch.zeros(1, 1, 1, 1), [ImageGeometry((64, 64), (256, 256))], torch.zeros(len(masks), dtype=torch.long),
+            torch.zeros(len(masks), 2, 8), torch.tensor(classes), torch.tensor(scores))
+    chosen = SegmenterSettings(**settings).validated(TEST_CLASSES)
+    raw = segmenter.decode_instances(*args, settings=chosen)[0]
+    result = segmenter.decode_prompts(*args, settings=chosen)[0]
+    return raw, result
+
+
+@pytest.mark.parametrize("method", DEDUP_METHODS)
+def test_duplicates_are_one_instance_and_label_and_instance_maps_agree(segmenter, monkeypatch, method):
+    """The demo's pattern: two queries for the halves of one part and one for the whole (class 1), plus a
+    part of class 2 inside the left half, which another class never suppresses."""
+    left, right, whole, inner = rect(10, 40, 10, 30), rect(10, 40, 30, 50), rect(10, 40, 10, 50), rect(15, 35, 12, 28)
+    masks, classes, scores = [left, right, whole, inner], [1, 1, 1, 2], [0.9, 0.8, 0.6, 0.7]
+    monkeypatch.setattr(segmenter, "dedup_method", method)
+    raw_off, off = decode_fixed(segmenter, monkeypatch, masks, classes, scores, dedup_iou=0.0)
+    assert raw_off.class_ids.tolist() == [1, 1, 1, 2]
+    raw, result = decode_fixed(segmenter, monkeypatch, masks, classes, scores, dedup_iou=0.4)
+    check_consistent(result, (64, 64))
+    # label map and instance map come from the same kept masks
+    assert np.array_equal(result.labels > 0, raw.masks.any(0)) and np.array_equal(result.instance_ids > 0, raw.masks.any(0))
+    assert sorted(i.class_id for i in result.instances) == sorted(raw.class_ids.tolist())
+    assert raw.class_ids.tolist().count(2) == 1
+    if method == "merge":  # one class-1 instance: the best-scored query, holding the union of the three masks
+        assert raw.class_ids.tolist() == [1, 2] and raw.scores.tolist() == pytest.approx([0.9, 0.7])
+        assert np.array_equal(raw.masks[0], whole.numpy())
+        assert np.array_equal(result.labels > 0, off.labels > 0)  # no pixel lost
+    else:  # NMS drops the whole (IoU 0.5 with each half) and keeps both halves (IoU 0 with each other)
+        assert raw.class_ids.tolist() == [1, 1, 2]
+        assert [np.array_equal(m, h.numpy()) for m, h in zip(raw.masks[:2], (left, right))] == [True, True]
+
+
+def test_dedup_off_and_a_single_mask_are_left_alone(segmenter, monkeypatch):
+    a = rect(0, 20, 0, 20)
+    raw, _ = decode_fixed(segmenter, monkeypatch, [a, a], [1, 1], [0.9, 0.8], dedup_iou=0.0)
+    assert len(raw.masks) == 2
+    raw, _ = decode_fixed(segmenter, monkeypatch, [a, a], [1, 1], [0.9, 0.8], dedup_iou=1.0)  # IoU 1 is not > 1
+    assert len(raw.masks) == 2
+    raw, result = decode_fixed(segmenter, monkeypatch, [a], [3], [0.9])
+    assert raw.class_ids.tolist() == [3] and len(result.instances) == 1

@@ -1,8 +1,9 @@
 """PartSegmenter: RGB image(s) in, labelled part masks out (the inference API).
 
 One pass per batch: SAM encoder -> prompter -> keep confident queries -> ONE batched
-mask-decoder call for all kept queries of all images -> masks at original size -> overlaps
-resolved by score -> label map, instance map and instance list.
+mask-decoder call for all kept queries of all images -> same-class duplicates merged (dedup_iou,
+on the low-res masks) -> masks at original size -> overlaps resolved -> label map, instance map
+and instance list, all three from the same kept masks.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 
 from .errors import WpsSamError
 from .modeling.wpssam import WPSSAM
+from .postprocess.dedup import deduplicate, duplicate_groups, merge_into_owners
 from .preprocess import ImageGeometry, SamTransform, normalize_and_pad, to_rgb_uint8
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,11 @@ DEFAULT_DEVICE = "auto"  # cuda if available, else cpu
 # on a bottle): painting smaller masks over larger ones keeps the nested part visible, whereas
 # "score" lets a confident body mask swallow its windows. Ties fall back to the score.
 OVERLAP_ORDERS = ("smaller_on_top", "score")
+# Duplicate suppression (postprocess/dedup.py), chosen by PQ on the world's val split (docs/results.md,
+# training/dedup_table.py): the method ("merge": same-class masks linked by IoU > dedup_iou, also through
+# each other, become the best-scored one holding their union) and the default dedup_iou.
+DEDUP_METHOD = "merge"
+DEFAULT_DEDUP_IOU = 0.35
 
 
 @dataclass(frozen=True)
@@ -41,9 +48,13 @@ class SegmenterSettings:
     max_instances: int = 25
     class_filter: tuple[str, ...] = ()  # class names to keep; empty = all
     overlap: str = OVERLAP_ORDERS[0]  # see OVERLAP_ORDERS
+    # same-class masks overlapping more than this (mask IoU) are one part: merged into the best-scored
+    # one before painting (postprocess/dedup.py, method DEDUP_METHOD); 0 = off
+    dedup_iou: float = DEFAULT_DEDUP_IOU
 
     def validated(self, class_names: Sequence[str]) -> "SegmenterSettings":
-        for name, kind in (("score_threshold", Real), ("mask_threshold", Real), ("max_instances", Integral)):
+        for name, kind in (("score_threshold", Real), ("mask_threshold", Real), ("max_instances", Integral),
+                           ("dedup_iou", Real)):
             value = getattr(self, name)  # a str, bool or 2.5 would otherwise fail far away, mid-frame
             if isinstance(value, bool) or not isinstance(value, kind):
                 raise WpsSamError(f"{name} must be {'an integer' if kind is Integral else 'a number'}, got {value!r}")
@@ -53,6 +64,8 @@ class SegmenterSettings:
             raise WpsSamError(f"class_filter must be class names, got {self.class_filter!r}")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise WpsSamError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if not 0.0 <= self.dedup_iou <= 1.0:  # also refuses NaN
+            raise WpsSamError(f"dedup_iou must be in [0, 1] (0 = off), got {self.dedup_iou}")
         if not np.isfinite(self.mask_threshold):
             raise WpsSamError(f"mask_threshold must be finite, got {self.mask_threshold}")
         if not 1 <= self.max_instances <= 65535:
@@ -111,6 +124,21 @@ def label_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8) if num_classes <= 255 else np.dtype(np.uint16)
 
 
+@dataclass
+class InstanceMasks:
+    """One image's part masks before painting: K x H x W bool masks that may overlap (after duplicate
+    suppression), with class ids (1-based), scores and SAM's IoU predictions. `assemble` paints them into
+    the PartSegmentation; the instance metrics score these (painting hides duplicates)."""
+
+    masks: np.ndarray
+    class_ids: np.ndarray
+    scores: np.ndarray
+    ious: np.ndarray
+
+    def assemble(self, class_names: list[str], overlap: str = OVERLAP_ORDERS[0]) -> "PartSegmentation":
+        return assemble(self.masks, self.class_ids, self.scores, self.ious, class_names, overlap)
+
+
 def assemble(
     masks: np.ndarray, class_ids: np.ndarray, scores: np.ndarray, ious: np.ndarray, class_names: list[str],
     overlap: str = OVERLAP_ORDERS[0],
@@ -149,6 +177,8 @@ def assemble(
 
 class PartSegmenter:
     """Segment object parts in RGB images with a WPS-SAM model."""
+
+    dedup_method = DEDUP_METHOD  # postprocess.dedup.DEDUP_METHODS; an instance may set another (measurements)
 
     def __init__(
         self,
@@ -264,11 +294,19 @@ class PartSegmenter:
     def segment_embeddings(self, embeddings: torch.Tensor, geometries: Sequence[ImageGeometry]) -> list[PartSegmentation]:
         """The prompter half of the pipeline, on embeddings from `embed` (or a cache)."""
         settings = self._settings  # one snapshot for the whole batch
+        return [m.assemble(self.class_names, settings.overlap)
+                for m in self.instance_masks(embeddings, geometries, settings)]
+
+    @torch.inference_mode()
+    def instance_masks(self, embeddings: torch.Tensor, geometries: Sequence[ImageGeometry],
+                       settings: SegmenterSettings | None = None) -> list[InstanceMasks]:
+        """segment_embeddings without the painting: each image's kept, deduplicated, overlapping masks."""
+        settings = settings or self._settings
         with self._autocast():
             out = self.model(embeddings)
         image_index, query_index, class_ids, scores = self._select(out.logits.float(), settings)
         tokens = out.tokens[image_index, query_index]
-        return self.decode_prompts(embeddings, geometries, image_index, tokens, class_ids, scores, settings)
+        return self.decode_instances(embeddings, geometries, image_index, tokens, class_ids, scores, settings)
 
     @torch.inference_mode()
     def decode_prompts(self, embeddings: torch.Tensor, geometries: Sequence[ImageGeometry], image_index: torch.Tensor,
@@ -279,6 +317,15 @@ class PartSegmenter:
         Also serves the baselines (SAM prompted with ground-truth boxes/points): `class_ids` are
         1-based; `scores` None ranks overlapping masks by SAM's IoU prediction.
         """
+        settings = settings or self._settings
+        return [m.assemble(self.class_names, settings.overlap) for m in
+                self.decode_instances(embeddings, geometries, image_index, tokens, class_ids, scores, settings)]
+
+    @torch.inference_mode()
+    def decode_instances(self, embeddings: torch.Tensor, geometries: Sequence[ImageGeometry], image_index: torch.Tensor,
+                         tokens: torch.Tensor, class_ids: torch.Tensor, scores: torch.Tensor | None = None,
+                         settings: SegmenterSettings | None = None) -> list[InstanceMasks]:
+        """decode_prompts without the painting: per image the deduplicated masks at original size."""
         settings = settings or self._settings
         low_res = ious = None
         if len(image_index):
@@ -310,17 +357,33 @@ class PartSegmenter:
         image_index, query_index = img_idx[valid], top_q[valid]
         return image_index, query_index, classes[image_index, query_index] + 1, top_scores[valid]
 
+    def _deduplicate(self, logits: torch.Tensor, class_ids: torch.Tensor, scores: torch.Tensor,
+                     settings: SegmenterSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kept indices, their K' x 1 x h x w logits): one part, one instance (postprocess/dedup.py)."""
+        if self.dedup_method == "merge":  # each kept mask becomes the union of the duplicates it absorbs
+            owner = duplicate_groups(logits[:, 0], class_ids, scores, settings.dedup_iou, settings.mask_threshold)
+            keep = torch.unique(owner)  # sorted: the input order, like deduplicate's
+            return keep, merge_into_owners(logits, owner)[keep]
+        keep = deduplicate(logits[:, 0], class_ids, scores, settings.dedup_iou, method=self.dedup_method,
+                           mask_threshold=settings.mask_threshold)
+        return keep, logits[keep]
+
     def _postprocess(self, i, geometry: ImageGeometry, image_index, low_res, ious, class_ids, scores,
-                     settings: SegmenterSettings) -> PartSegmentation:
+                     settings: SegmenterSettings) -> InstanceMasks:
         h, w = geometry.original_size
         sel = (image_index.cpu() == i).nonzero().flatten() if low_res is not None else torch.zeros(0, dtype=torch.long)
         if len(sel) == 0:
-            return assemble(np.zeros((0, h, w), bool), np.zeros(0, int), np.zeros(0), np.zeros(0), self.class_names)
-        masks = self.model.sam.postprocess_masks(low_res[sel], geometry.input_size, geometry.original_size)
-        masks = (masks[:, 0] > settings.mask_threshold).cpu().numpy()
+            return InstanceMasks(np.zeros((0, h, w), bool), np.zeros(0, int), np.zeros(0), np.zeros(0))
+        class_ids = class_ids.cpu()
         sel_dev = sel.to(low_res.device)
-        return assemble(masks, class_ids.cpu()[sel].numpy(), scores[sel_dev].cpu().numpy(),
-                        ious[sel_dev].cpu().numpy(), self.class_names, settings.overlap)
+        logits = low_res[sel_dev]  # K x 1 x h x w
+        if settings.dedup_iou > 0 and len(sel) > 1:  # before upscaling: one batched op on the low-res masks
+            keep, logits = self._deduplicate(logits, class_ids[sel], scores[sel_dev.to(scores.device)], settings)
+            sel, sel_dev = sel[keep.cpu()], sel_dev[keep.to(sel_dev.device)]
+        masks = self.model.sam.postprocess_masks(logits, geometry.input_size, geometry.original_size)
+        masks = (masks[:, 0] > settings.mask_threshold).cpu().numpy()
+        return InstanceMasks(masks, class_ids[sel].numpy(), scores[sel_dev.to(scores.device)].cpu().numpy(),
+                             ious[sel_dev].cpu().numpy())
 
 
 def load_segmenter(

@@ -32,13 +32,17 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-instances", type=int, default=defaults.max_instances)
     parser.add_argument("--overlap", choices=OVERLAP_ORDERS, default=defaults.overlap,
                         help="who keeps overlapping pixels: the smaller mask (nested parts stay visible) or the higher score")
+    parser.add_argument("--dedup-iou", type=float, default=defaults.dedup_iou,
+                        help="one part, one instance: same-class masks overlapping more than this mask IoU (also "
+                             "through each other) become one, the best-scored with their union, in [0, 1]; 0 = off")
 
 
 def segmenter_from_args(args: argparse.Namespace) -> PartSegmenter:
     """The segmenter add_model_args' flags name (wps_sam_core.segmenter.load_segmenter's rule)."""
     from ..segmenter import SegmenterSettings, load_segmenter
 
-    settings = SegmenterSettings(args.score_threshold, args.mask_threshold, args.max_instances, overlap=args.overlap)
+    settings = SegmenterSettings(args.score_threshold, args.mask_threshold, args.max_instances, overlap=args.overlap,
+                                 dedup_iou=args.dedup_iou)
     seg = load_segmenter(args.prompter, args.sam_type, args.sam_checkpoint, args.device, args.precision, settings,
                          allow_sam_mismatch=args.allow_sam_mismatch)
     log.info("using %s", seg.description)

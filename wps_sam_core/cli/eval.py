@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import GT_POINTS, METHOD_NAMES, evaluate
     from ..io_utils import atomic_write_text
-    from ..evaluation.report import PROTOCOL_NOTE, summary_markdown, to_jsonable, write_report
+    from ..evaluation.report import PROTOCOL_NOTE, instance_markdown, summary_markdown, to_jsonable, write_report
 
     json_path = Path(args.json)
     markdown_path = Path(args.markdown) if args.markdown else json_path.with_suffix(".md")
@@ -61,6 +61,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "max_images": args.max_images, "skip_bad": args.skip_bad, "device": str(seg.device),
             "precision": seg.precision, "score_threshold": seg.settings.score_threshold,
             "mask_threshold": seg.settings.mask_threshold, "max_instances": seg.settings.max_instances,
+            "overlap": seg.settings.overlap, "dedup_iou": seg.settings.dedup_iou, "dedup_method": seg.dedup_method,
         },
         "num_images": result.num_images,
         "skipped": result.skipped,
@@ -76,5 +77,6 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"{title} ({seg.description}); skipped: {skipped}; "
           f"{result.seconds:.1f} s")
     sys.stdout.write(summary_markdown(results))
+    sys.stdout.write(instance_markdown(results))
     print(f"wrote {json_path} and {markdown_path}")
     return 0

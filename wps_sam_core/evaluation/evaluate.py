@@ -12,7 +12,10 @@ decodes from the same embeddings (one mask-decoder call per method and batch). G
 the dataset's semantic label map (`PartInstances.semantic_labels`: overlaps -> the smaller part
 wins; every pixel is background or a part, so no ignore value is needed). Overlapping predicted
 masks are resolved like the segmenter does: by prompter score, or by SAM's IoU prediction for the
-baselines. Both metric protocols are accumulated (metrics.py).
+baselines. Both metric protocols are accumulated (metrics.py), and the instance metrics
+(instances.py: PQ / SQ / RQ, COCO mask AP, duplicates per GT) on each method's part masks before
+painting (InstanceMasks: overlapping, after the segmenter's duplicate suppression). The GT-box and
+GT-point baselines give one mask per GT instance with its GT class, scored by SAM's IoU prediction.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ from ..data.coco import CocoPartDataset, PartSample
 from ..data.weak_labels import WeakLabelConfig, make_weak_labels
 from ..errors import WpsSamError
 from ..preprocess import ImageGeometry
-from ..segmenter import PartSegmentation, PartSegmenter
+from ..segmenter import InstanceMasks, PartSegmenter
+from .instances import InstanceMetrics
 from .metrics import SegmentationMetrics
 
 log = logging.getLogger(__name__)
@@ -56,8 +60,13 @@ class EvalBatch:
     geometries: list[ImageGeometry]
 
 
-# A method turns a batch into one predicted H x W label map per image (0 bg, k = class k).
-MethodFn = Callable[[PartSegmenter, EvalBatch], list[np.ndarray]]
+# A method turns a batch into, per image, its part masks before painting (InstanceMasks: scored for the
+# instance metrics, painted with the segmenter's overlap rule for the label map), or only a predicted
+# H x W label map (0 bg, k = class k): then the method has no instance metrics.
+MethodOutput = InstanceMasks | np.ndarray
+MethodFn = Callable[[PartSegmenter, EvalBatch], list[MethodOutput]]
+# InstanceMetrics.compute() keys copied next to mIoU in each method's results; all of it is under "instances".
+INSTANCE_SUMMARY_KEYS = ("pq", "sq", "rq", "ap", "ap50", "ap75", "duplicates_per_gt", "fragments_per_gt")
 
 
 @dataclass
@@ -67,10 +76,20 @@ class EvaluationResult:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count (dataset load + evaluation)
     seconds: float = 0.0
     point_mode: str = DEFAULT_POINT_MODE
+    instance_metrics: dict[str, InstanceMetrics] = field(default_factory=dict)  # methods that give instances
 
     def results(self) -> dict[str, dict[str, Any]]:
-        """Display name -> SegmentationMetrics.compute(), the shape report.write_report takes."""
-        return {display_name(method): m.compute() for method, m in self.metrics.items()}
+        """Display name -> SegmentationMetrics.compute() plus, for a method with instances, the
+        INSTANCE_SUMMARY_KEYS and the whole InstanceMetrics.compute() under "instances"; the shape
+        report.write_report takes."""
+        out = {}
+        for method, m in self.metrics.items():
+            row = m.compute()
+            if method in self.instance_metrics:
+                instances = self.instance_metrics[method].compute()
+                row.update({key: instances[key] for key in INSTANCE_SUMMARY_KEYS}, instances=instances)
+            out[display_name(method)] = row
+        return out
 
 
 def display_name(method: str) -> str:
@@ -78,20 +97,16 @@ def display_name(method: str) -> str:
 
 
 # ----------------------------------------------------------------------------- the methods
-def _label_maps(results: list[PartSegmentation]) -> list[np.ndarray]:
-    return [r.labels for r in results]
-
-
-def _decode_per_instance_prompts(seg: PartSegmenter, batch: EvalBatch, prompts: list[torch.Tensor]) -> list[np.ndarray]:
+def _decode_per_instance_prompts(seg: PartSegmenter, batch: EvalBatch, prompts: list[torch.Tensor]) -> list[InstanceMasks]:
     """prompts[i]: N_i x 2 x C tokens for image i's annotated instances (annotation order)."""
     device = batch.embeddings.device
     image_index = torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(prompts)]).to(device)
     class_ids = torch.cat([torch.as_tensor(s.labels, dtype=torch.long) for s in batch.samples])
     tokens = torch.cat(prompts).to(device)
-    return _label_maps(seg.decode_prompts(batch.embeddings, batch.geometries, image_index, tokens, class_ids))
+    return seg.decode_instances(batch.embeddings, batch.geometries, image_index, tokens, class_ids)
 
 
-def predict_gt_boxes(seg: PartSegmenter, batch: EvalBatch) -> list[np.ndarray]:
+def predict_gt_boxes(seg: PartSegmenter, batch: EvalBatch) -> list[InstanceMasks]:
     prompts = []
     for sample, geometry in zip(batch.samples, batch.geometries):
         boxes = seg.transform.boxes_to_input(sample.boxes, geometry.original_size)
@@ -103,7 +118,7 @@ def point_method(point_mode: str) -> MethodFn:
     """The GT-point baseline with clicks placed by `point_mode` (see data/weak_labels.POINT_MODES)."""
     config = WeakLabelConfig(supervision="point", point_mode=point_mode)  # validates the mode
 
-    def predict_gt_points(seg: PartSegmenter, batch: EvalBatch) -> list[np.ndarray]:
+    def predict_gt_points(seg: PartSegmenter, batch: EvalBatch) -> list[InstanceMasks]:
         prompts = []
         for sample, geometry in zip(batch.samples, batch.geometries):
             points = make_weak_labels(sample, config).points
@@ -114,9 +129,9 @@ def point_method(point_mode: str) -> MethodFn:
     return predict_gt_points
 
 
-def predict_prompter(seg: PartSegmenter, batch: EvalBatch) -> list[np.ndarray]:
+def predict_prompter(seg: PartSegmenter, batch: EvalBatch) -> list[InstanceMasks]:
     """segment_batch's prompter half, on the batch's shared embeddings."""
-    return _label_maps(seg.segment_embeddings(batch.embeddings, batch.geometries))
+    return seg.instance_masks(batch.embeddings, batch.geometries)
 
 
 def method_functions(methods: Sequence[str], point_mode: str = DEFAULT_POINT_MODE) -> dict[str, MethodFn]:
@@ -184,6 +199,7 @@ def evaluate(
     skipped = dict(dataset.skip_counts)
     metrics = {name: SegmentationMetrics(dataset.num_classes, dataset.class_names, ignore_index=None)
                for name in functions}
+    instance_metrics: dict[str, InstanceMetrics] = {}
     count = len(dataset) if max_images is None else min(len(dataset), max_images)
     if count == 0:
         raise WpsSamError(f"{dataset.annotation_file}: no annotated images to evaluate")
@@ -201,11 +217,19 @@ def evaluate(
         gts = [gt for _, (_, gt) in loaded]
         embeddings, geometries = segmenter.embed([s.image for s in samples])
         batch = EvalBatch([i for i, _ in loaded], samples, embeddings, geometries)
+        overlap = segmenter.settings.overlap
         for name, predict in functions.items():
-            for pred, gt in zip(predict(segmenter, batch), gts, strict=True):
+            for pred, sample, gt in zip(predict(segmenter, batch), samples, gts, strict=True):
+                if isinstance(pred, InstanceMasks):
+                    if name not in instance_metrics:
+                        instance_metrics[name] = InstanceMetrics(dataset.class_names)
+                    instance_metrics[name].add(sample.image_id, sample.masks, sample.labels, pred.masks,
+                                               pred.class_ids, pred.scores)
+                    pred = pred.assemble(segmenter.class_names, overlap).labels
                 metrics[name].update(pred, gt)
         evaluated += len(samples)
     bar.close()
     if evaluated == 0:
         raise WpsSamError(f"{dataset.annotation_file}: every image was skipped as bad ({skipped})")
-    return EvaluationResult(metrics, evaluated, skipped, time.perf_counter() - started, point_mode)
+    return EvaluationResult(metrics, evaluated, skipped, time.perf_counter() - started, point_mode,
+                            instance_metrics)

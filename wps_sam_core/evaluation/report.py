@@ -1,4 +1,5 @@
-"""Result tables: metrics of several methods (SegmentationMetrics.compute() dicts) as markdown and JSON.
+"""Result tables: metrics of several methods (SegmentationMetrics.compute() dicts, with the instance
+metrics of evaluate.EvaluationResult.results() where a method has them) as markdown and JSON.
 
 Fractions are shown as percentages with two decimals (the paper's convention); NaN is shown
 as "n/a" in markdown and stored as null in JSON. Files are written atomically.
@@ -30,6 +31,23 @@ PER_CLASS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("paper_IoU", "IoU (paper)"),
     ("paper_Acc", "Acc (paper)"),
 )
+# Instance metrics (evaluation/instances.py), shown for the methods that have them; ratios are not percentages.
+INSTANCE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("pq", "PQ"), ("sq", "SQ"), ("rq", "RQ"), ("ap", "mask AP"), ("ap50", "AP50"), ("ap75", "AP75"),
+)
+INSTANCE_RATIO_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("duplicates_per_gt", "predictions per matched GT"), ("fragments_per_gt", "fragments per GT"),
+)
+INSTANCE_PER_CLASS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("PQ", "PQ"), ("SQ", "SQ"), ("RQ", "RQ"), ("AP", "AP"), ("AP50", "AP50"),
+)
+INSTANCE_NOTE = (
+    "Instance metrics on the part masks before painting (overlapping, after duplicate suppression): "
+    "PQ = SQ x RQ per part class at IoU > 0.5, mean over classes with TP + FP + FN > 0; mask AP / AP50 / AP75 "
+    "from pycocotools' COCOeval (segm); predictions per matched GT = mean over GT instances with at least one "
+    "same-class prediction at IoU > 0.5 of how many there are (1.00 = no duplicates); fragments per GT: the same "
+    "with 'over half of the prediction lies on the GT'. PQ/SQ/RQ/AP in %."
+)
 PROTOCOL_NOTE = (
     "Paper protocol: mean over (image, part class present in that image's GT) pairs of IoU and of "
     "recall (Acc); absent classes cost nothing. Dataset protocol: one confusion matrix over all images; "
@@ -54,6 +72,42 @@ def summary_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_ratio(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{float(value):.2f}"
+
+
+def instance_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per method that has instance metrics: PQ/SQ/RQ, mask AP, duplicates; "" when none has."""
+    rows = {method: metrics for method, metrics in results.items() if "pq" in metrics}
+    if not rows:
+        return ""
+    header = ["Method"] + [t for _, t in INSTANCE_COLUMNS] + [t for _, t in INSTANCE_RATIO_COLUMNS]
+    header += ["TP", "FP", "FN"]
+    lines = [_row(header), _row(["---"] + ["---:"] * (len(header) - 1))]
+    for method, metrics in rows.items():
+        counts = metrics.get("instances", {})
+        cells = [_escape(method)] + [format_percent(metrics.get(key)) for key, _ in INSTANCE_COLUMNS]
+        cells += [format_ratio(metrics.get(key)) for key, _ in INSTANCE_RATIO_COLUMNS]
+        lines.append(_row(cells + [str(counts.get(k, "")) for k in ("tp", "fp", "fn")]))
+    return "\n".join(lines) + "\n"
+
+
+def instance_per_class_markdown(metrics: Mapping[str, Any]) -> str:
+    """Per-class instance table of one method (PQ/SQ/RQ, counts, AP); "" without instance metrics."""
+    rows = metrics.get("instances", {}).get("per_class")
+    if not rows:
+        return ""
+    header = ["id", "class"] + [t for _, t in INSTANCE_PER_CLASS_COLUMNS] + ["TP", "FP", "FN"]
+    lines = [_row(header), _row(["---:", "---"] + ["---:"] * (len(header) - 2))]
+    for row in rows:
+        cells = [str(row["class_id"]), _escape(row["name"])]
+        cells += [format_percent(row.get(key)) for key, _ in INSTANCE_PER_CLASS_COLUMNS]
+        lines.append(_row(cells + [str(row["TP"]), str(row["FP"]), str(row["FN"])]))
+    return "\n".join(lines) + "\n"
+
+
 def per_class_markdown(metrics: Mapping[str, Any]) -> str:
     """Per-class table of one method: both protocols, images containing the class, GT pixels."""
     header = ["id", "class"] + [title for _, title in PER_CLASS_COLUMNS] + ["images in GT", "GT pixels"]
@@ -66,10 +120,17 @@ def per_class_markdown(metrics: Mapping[str, Any]) -> str:
 
 
 def render_markdown(results: Mapping[str, Mapping[str, Any]], title: str = "Part segmentation results") -> str:
-    """The full report: summary table, protocol note, one per-class table per method."""
+    """The full report: summary table, protocol note, the instance table (where there are instance
+    metrics), one per-class table per method (and its per-class instance table)."""
     sections = [f"# {title}\n", summary_markdown(results), f"{PROTOCOL_NOTE}\n"]
+    instances = instance_markdown(results)
+    if instances:
+        sections += ["## Part instances\n", instances, f"{INSTANCE_NOTE}\n"]
     for method, metrics in results.items():
         sections += [f"## Per class: {method}\n", per_class_markdown(metrics)]
+        per_class_instances = instance_per_class_markdown(metrics)
+        if per_class_instances:
+            sections += [f"Instances ({method}):\n", per_class_instances]
     return "\n".join(sections)
 
 

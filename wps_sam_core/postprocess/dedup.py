@@ -23,6 +23,16 @@ are deterministic. `deduplicate` and `mask_nms` return the kept indices in ascen
   f(dedup_iou): without compensation this is exactly "no higher-ranked same-class instance
   with IoU > dedup_iou" (Fast NMS); compensation keeps instances whose suppressor was itself
   a duplicate.
+- `merge` (mask merging): a dropped mask is not lost but joins the instance that stands for its
+  group. Groups are the connected components of the graph "same class and IoU > dedup_iou"
+  (single linkage, so a whole part and its two halves are one group even when the halves barely
+  overlap each other), found by `duplicate_groups` from the same IoU matrix with a transitive
+  closure by repeated boolean squaring (ceil(log2 N) small matmuls, no walk). Each group is
+  represented by its best-ranked member, whose mask becomes the union of the group's masks
+  (`merge_into_owners`: the elementwise max of the logits, which is the union at every mask
+  threshold); class, score and IoU prediction stay the representative's. The prompter's
+  duplicates are often partial (one query per half of a part, plus one for the whole), so the
+  union keeps pixels that dropping the others would lose.
 """
 from __future__ import annotations
 
@@ -33,7 +43,7 @@ import torch
 
 from ..errors import WpsSamError
 
-DEDUP_METHODS = ("greedy", "matrix")
+DEDUP_METHODS = ("greedy", "matrix", "merge")
 MATRIX_KERNELS = ("gaussian", "linear")
 DEFAULT_SIGMA = 2.0  # SOLOv2's default for the gaussian kernel
 
@@ -92,6 +102,38 @@ def mask_nms(masks: torch.Tensor, classes: torch.Tensor, scores: torch.Tensor, i
     return _keep_to_indices(torch.from_numpy(keep), order)
 
 
+def duplicate_groups(masks: torch.Tensor, classes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
+                     mask_threshold: float = 0.0) -> torch.Tensor:
+    """Per instance (input order) the index of its group's representative (itself when it represents
+    one): groups = connected components of "same class and IoU > iou_threshold", represented by the
+    best-ranked member (module docstring). A LongTensor on the masks' device."""
+    _check(masks, classes, scores)
+    n = len(masks)
+    order = score_order(scores).to(masks.device)
+    if n == 0:
+        return order
+    iou = mask_iou_matrix(masks[order], mask_threshold)
+    ranked_classes = classes.to(iou.device)[order]
+    linked = (iou > iou_threshold) & (ranked_classes[:, None] == ranked_classes[None, :])
+    reach = linked | torch.eye(n, dtype=torch.bool, device=iou.device)
+    for _ in range(max(1, math.ceil(math.log2(n)))):  # paths of length 2, 4, 8, ... >= n - 1
+        reach = (reach.to(torch.float64) @ reach.to(torch.float64)) > 0
+    ranks = torch.arange(n, device=iou.device)
+    first_rank = torch.where(reach, ranks[None, :], torch.full_like(reach, n, dtype=torch.long)).min(1).values
+    owner = torch.empty_like(order)
+    owner[order] = order[first_rank.to(order.device)]
+    return owner
+
+
+def merge_into_owners(logits: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """N x ... masks (logits or bool) -> N x ...: row k = the elementwise max over the rows j with
+    owner[j] == k (k itself included), the union of k's group at any mask threshold; other rows as they were."""
+    if logits.dtype == torch.bool:
+        return merge_into_owners(logits.to(torch.uint8), owner).bool()
+    index = owner.to(logits.device).view(-1, *([1] * (logits.dim() - 1))).expand_as(logits)
+    return logits.clone().scatter_reduce_(0, index, logits, "amax", include_self=True)
+
+
 def kernel_fn(kernel: str, sigma: float = DEFAULT_SIGMA):
     """Matrix-NMS decay kernel f(IoU): 1 at IoU 0, decreasing."""
     if kernel == "gaussian":
@@ -131,7 +173,9 @@ def deduplicate(masks: torch.Tensor, classes: torch.Tensor, scores: torch.Tensor
     """Indices of the instances to keep (ascending); dedup_iou 0 turns suppression off (all kept).
 
     "greedy": mask_nms at IoU > dedup_iou. "matrix": keep where the Matrix-NMS decay is at least
-    f(dedup_iou), the decay one same-class overlap at IoU = dedup_iou would cause.
+    f(dedup_iou), the decay one same-class overlap at IoU = dedup_iou would cause. "merge": the
+    representatives of duplicate_groups; to unite each group's masks use duplicate_groups and
+    merge_into_owners directly.
     """
     if not (isinstance(dedup_iou, (int, float)) and 0.0 <= dedup_iou <= 1.0) or math.isnan(dedup_iou):
         raise WpsSamError(f"dedup_iou must be in [0, 1] (0 = off), got {dedup_iou!r}")
@@ -142,6 +186,8 @@ def deduplicate(masks: torch.Tensor, classes: torch.Tensor, scores: torch.Tensor
         return torch.arange(len(masks), device=masks.device)
     if method == "greedy":
         return mask_nms(masks, classes, scores, dedup_iou, mask_threshold)
+    if method == "merge":
+        return torch.unique(duplicate_groups(masks, classes, scores, dedup_iou, mask_threshold))
     decay = matrix_decay(masks, classes, scores, kernel, sigma, mask_threshold)
     floor = kernel_fn(kernel, sigma)(torch.tensor(float(dedup_iou), dtype=torch.float64))
     return torch.nonzero(decay >= floor.to(decay.device)).flatten()
