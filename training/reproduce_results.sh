@@ -5,7 +5,8 @@
 #
 # Trains the point-supervised prompter (training/configs/world_point.yaml, one interior click per
 # part) on the same cache, then evaluates on the held-out test split (seed 3): SAM + GT boxes, SAM +
-# GT points, WPS-SAM(box) = the installed embedded prompter, WPS-SAM(point); both metric protocols.
+# GT points, WPS-SAM(box) = the installed embedded prompter, WPS-SAM(point); both metric protocols; then
+# training/dedup_table.py adds the part-instance metrics with and without duplicate suppression.
 set -euo pipefail
 out=${1:-runs/embedded}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,3 +20,5 @@ python3 "$here/results_table.py" --data "$out/world" --split test \
   --box-prompter "$assets/prompter_box.safetensors" --point-prompter "$out/point/best.safetensors" \
   --sam-checkpoint "$assets/tiny_sam.safetensors" --out "$here/../docs/results.md" \
   --model-card "$assets/model_card.json"
+# duplicate suppression: method and dedup_iou chosen on val, with/without on test (its own section of docs/results.md)
+python3 "$here/dedup_table.py" --data "$out/world" --out "$here/../docs/results.md"

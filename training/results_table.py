@@ -19,7 +19,9 @@ import tempfile
 from pathlib import Path
 
 from wps_sam_core.evaluation.evaluate import METHOD_NAMES
-from wps_sam_core.evaluation.report import PROTOCOL_NOTE, per_class_markdown, summary_markdown, to_jsonable
+from wps_sam_core.evaluation.report import (
+    INSTANCE_NOTE, PROTOCOL_NOTE, instance_markdown, per_class_markdown, summary_markdown, to_jsonable,
+)
 from wps_sam_core.io_utils import atomic_write_text
 
 WPS_BOX, WPS_POINT = "WPS-SAM (box-trained prompter)", "WPS-SAM (point-trained prompter)"
@@ -82,6 +84,10 @@ def markdown(rows: dict[str, dict], box_run: dict, args: argparse.Namespace, com
         f"vs WPS-SAM(point): {100 * (box - point):+.2f}.\n",
         pretraining_note(args),
         PROTOCOL_NOTE + "\n",
+    ]
+    if instance_markdown(rows):  # evaluations since the instance metrics (issue 14) also have these
+        lines += ["Part instances:\n", instance_markdown(rows), INSTANCE_NOTE + "\n"]
+    lines += [
         f"Regenerate: `{command}`\n",
     ]
     for name, metrics in rows.items():
