@@ -34,7 +34,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "train": ["pycocotools>=2.0.7", "lightning>=2.2", "tensorboard>=2.14"],
+        "train": ["pycocotools>=2.0.7", "lightning>=2.2", "tensorboard>=2.14", "motmetrics>=1.4"],
         "ros-tools": ["rosbags>=0.10", "cyclonedds>=0.10", "mcap>=1.1"],
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],
         "light": ["mobilesam-mirror>=1.0", "timm>=0.9"],  # SAM type vit_t (MobileSAM's TinyViT encoder)

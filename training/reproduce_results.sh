@@ -6,7 +6,8 @@
 # Trains the point-supervised prompter (training/configs/world_point.yaml, one interior click per
 # part) on the same cache, then evaluates on the held-out test split (seed 3): SAM + GT boxes, SAM +
 # GT points, WPS-SAM(box) = the installed embedded prompter, WPS-SAM(point); both metric protocols; then
-# training/dedup_table.py adds the part-instance metrics with and without duplicate suppression.
+# training/dedup_table.py adds the part-instance metrics with and without duplicate suppression, and
+# training/tracking_table.py the tracking metrics on world clips.
 set -euo pipefail
 out=${1:-runs/embedded}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,3 +23,5 @@ python3 "$here/results_table.py" --data "$out/world" --split test \
   --model-card "$assets/model_card.json"
 # duplicate suppression: method and dedup_iou chosen on val, with/without on test (its own section of docs/results.md)
 python3 "$here/dedup_table.py" --data "$out/world" --out "$here/../docs/results.md"
+# tracking: clips of the world (rendered into OUT/world_clips), IDF1/MOTA for GT masks, GT boxes, prompter (own section)
+python3 "$here/tracking_table.py" --clips-dir "$out/world_clips" --out "$here/../docs/results.md"

@@ -68,6 +68,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_tracking_args(p, switch=False)
     p.set_defaults(func=run_track)
 
+    p = sub.add_parser("track-eval", help="tracking metrics (IDF1, MOTA, ID switches) on clips with GT track ids "
+                                          "(wps-sam world --sequence)")
+    p.add_argument("--data", required=True,
+                   help="dataset root: ROOT/images/<split>/, ROOT/annotations/<split>/<split>.json")
+    p.add_argument("--split", default="val", help="split under --data (default val)")
+    p.add_argument("--json", required=True, help="report JSON (a markdown table is written next to it)")
+    p.add_argument("--methods", default="gt_masks,gt_boxes,prompter",
+                   help="comma-separated: gt_masks (the tracker on the GT masks), gt_boxes (SAM + GT boxes), prompter")
+    p.add_argument("--max-clips", type=int, default=0, help="only the first N clips (0 = all)")
+    p.add_argument("--fps", type=float, default=10.0, help="frame rate the clips are played at (stamps)")
+    add_model_args(p)
+    add_tracking_args(p, switch=False)
+    p.set_defaults(func=run_track_eval)
+
 
 def natural_key(name: str) -> list:
     """'frame10.png' after 'frame9.png': digit runs compare as numbers."""
@@ -145,4 +159,36 @@ def run_track(args: argparse.Namespace) -> int:
                "tracks": sorted(tracks.values(), key=lambda t: t["track_id"])}
     atomic_write_text(out / "tracks.json", json.dumps(summary, indent=2))
     print(f"{len(paths)} frames, {len(tracks)} tracks, {tracker.resets} tracker resets; wrote {out}")
+    return 0
+
+
+def run_track_eval(args: argparse.Namespace) -> int:
+    from ..evaluation.tracking import METHODS, evaluate_tracking, load_clips, markdown_table
+    from ..io_utils import atomic_write_text
+    from .common import segmenter_from_args
+
+    if not (math.isfinite(args.fps) and args.fps > 0):
+        raise WpsSamError(f"--fps must be a positive number of frames per second, got {args.fps}")
+    if args.max_clips < 0:
+        raise WpsSamError(f"--max-clips must be >= 0 (0 = all), got {args.max_clips}")
+    try:
+        import motmetrics  # noqa: F401
+    except ImportError:
+        raise WpsSamError("tracking metrics need py-motmetrics: pip install motmetrics (or the train extra)") from None
+    settings = tracker_settings_from_args(args)
+    root = Path(args.data)
+    clips = load_clips(root / "annotations" / args.split / f"{args.split}.json", root / "images" / args.split)
+    clips = clips[:args.max_clips] if args.max_clips else clips
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        raise WpsSamError(f"unknown tracking evaluation methods {unknown}; known: {list(METHODS)}")
+    seg = segmenter_from_args(args)  # after the cheap checks: a bad flag fails before the model loads
+    report = evaluate_tracking(seg, clips, methods, settings, args.fps, progress=print)
+    report["data"] = {"root": str(root), "split": args.split}
+    out = Path(args.json)
+    atomic_write_text(out, json.dumps(report, indent=2))
+    table = markdown_table(report)
+    atomic_write_text(out.with_suffix(".md"), table)
+    print(table + f"{report['clips']} clips, {report['frames']} frames in {report['seconds']} s; wrote {out}")
     return 0

@@ -1,27 +1,42 @@
-"""`wps-sam world`: write the procedural part world (or, with --shapes, the generic-shapes world)."""
+"""`wps-sam world`: write the procedural part world (or, with --shapes, the generic-shapes world; with --sequence,
+clips of it with part track ids)."""
 from __future__ import annotations
 
 import argparse
 import time
 
 from ..data.world import DEFAULT_SIZE
+from ..errors import WpsSamError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("world", help="generate the procedural part world as a COCO part dataset")
     p.add_argument("--out", required=True, help="dataset root (images/<split>/, annotations/<split>/)")
-    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--n", type=int, required=True, help="number of images (with --sequence: of clips)")
     p.add_argument("--seed", type=int, default=0, help="same seed (and split) -> byte-identical files")
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image side in pixels")
     p.add_argument("--split", default="train", help="split name (also part of every image's random stream)")
     p.add_argument("--shapes", action="store_true",
                    help="write the class-agnostic generic-shapes world (SAM pre-training) instead")
+    p.add_argument("--sequence", action="store_true",
+                   help="write clips for tracking (objects move, rotate, scale, get occluded, leave and enter), "
+                        "COCO video style: images with video_id and frame_id, part annotations with track_id")
+    p.add_argument("--frames", type=int, default=None, help="with --sequence: frames per clip (default 16)")
     p.set_defaults(func=run_world)
 
 
 def run_world(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    if args.shapes:
+    if args.frames is not None and not args.sequence:
+        raise WpsSamError("--frames needs --sequence")
+    if args.sequence and args.shapes:
+        raise WpsSamError("--sequence and --shapes do not go together: the clips are of the part world")
+    if args.sequence:
+        from ..data.world_sequence import DEFAULT_FRAMES, write_sequences
+        summary = write_sequences(args.out, args.n, args.frames or DEFAULT_FRAMES, args.seed, args.size, args.split)
+        what = (f"{summary['clips']} clips, {summary['parts']} parts in {summary['tracks']} tracks "
+                f"-> {summary['part_json']}")
+    elif args.shapes:
         from ..data.shapes_world import write_shapes
         summary = write_shapes(args.out, args.n, args.seed, args.size, args.split)
         what = f"{summary['masks']} masks -> {summary['json']}"
