@@ -63,14 +63,15 @@ def test_defaults_equal_the_segmenter_and_cli_defaults():
     assert topics.PARAMETERS["max_instances"].default == settings.max_instances
     assert topics.parse_class_filter(topics.PARAMETERS["class_filter"].default) == settings.class_filter
     assert topics.OVERLAP_CHOICES == OVERLAP_ORDERS and topics.PARAMETERS["overlap"].default == settings.overlap
+    assert topics.PARAMETERS["dedup_iou"].default == settings.dedup_iou and topics.PARAMETERS["dedup_iou"].runtime
     assert set(topics.PRECISION_CHOICES) == {"fp32", "bf16", "fp16"} and "tiny" in SAM_CONFIGS
     assert topics.PRECISION_CHOICES == tuple(PRECISIONS) and topics.PARAMETERS["precision"].default == DEFAULT_PRECISION
     assert topics.PARAMETERS["device"].default == DEFAULT_DEVICE
 
     # the CLI's model flags (wps-sam predict, eval, export, bag): the same defaults and choices
     args = build_parser().parse_args(["predict", "image.png", "--out", "out"])
-    assert (args.score_threshold, args.mask_threshold, args.max_instances, args.overlap) == (
-        settings.score_threshold, settings.mask_threshold, settings.max_instances, settings.overlap)
+    assert (args.score_threshold, args.mask_threshold, args.max_instances, args.overlap, args.dedup_iou) == (
+        settings.score_threshold, settings.mask_threshold, settings.max_instances, settings.overlap, settings.dedup_iou)
     assert (args.device, args.precision) == (DEFAULT_DEVICE, DEFAULT_PRECISION)
     parser = argparse.ArgumentParser()
     add_model_args(parser)
