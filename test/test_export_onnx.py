@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from wps_sam_core.cli import main
-from wps_sam_core.export import select_queries
+from wps_sam_core.export import merge_duplicates, select_queries
 from wps_sam_core.preprocess import normalize_and_pad
 from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings
 
@@ -43,6 +43,7 @@ def test_metadata_names_the_model(exported):
     assert meta["sam_type"] == "tiny" and meta["class_names"] == TEST_CLASSES
     assert meta["image_size"] == 256 and meta["embedding_shape"] == [128, 16, 16]
     assert meta["no_object_index"] == len(TEST_CLASSES)
+    assert meta["duplicates"]["dedup_iou"] == SegmenterSettings().dedup_iou and meta["duplicates"]["method"] == "merge"
 
 
 @pytest.mark.parametrize("batch", [1, 2])
@@ -80,7 +81,8 @@ def test_decoder_takes_a_dynamic_number_of_kept_queries(exported, segmenter, num
 
 
 def test_onnx_pipeline_reproduces_the_segmenter(exported, segmenter):
-    """Encoder -> prompter -> host-side keep rule -> decoder -> SAM upsampling == PartSegmenter masks."""
+    """Encoder -> prompter -> host-side keep rule -> decoder -> host-side duplicate merging -> SAM upsampling
+    == PartSegmenter masks."""
     _, sessions = exported
     model = segmenter.model
     images = [random_image(150, 230, seed=7), random_image(256, 100, seed=8)]
@@ -88,17 +90,19 @@ def test_onnx_pipeline_reproduces_the_segmenter(exported, segmenter):
     x = normalize_and_pad(model.sam, list(resized)).numpy()
     (embedding,) = sessions["image_encoder"].run(None, {"image": x})
     logits, tokens = sessions["prompter"].run(None, {"embedding": embedding})
-    image_index, query_index, class_ids, _ = select_queries(logits, 0.0, 5)
+    image_index, query_index, class_ids, scores = select_queries(logits, 0.0, 5)
     with torch.no_grad():
         ours = segmenter._select(torch.as_tensor(logits), segmenter.settings)
     assert np.array_equal(image_index, ours[0].numpy()) and np.array_equal(query_index, ours[1].numpy())
     assert np.array_equal(class_ids, ours[2].numpy()) and len(image_index) == 10
     low_res, _ = sessions["mask_decoder"].run(
         None, {"embedding": embedding, "image_index": image_index, "tokens": tokens[image_index, query_index]})
+    keep, low_res = merge_duplicates(low_res, image_index, class_ids, scores, segmenter.settings.dedup_iou)
     expected = segmenter.segment_batch(images)
     for b, (geometry, result) in enumerate(zip(geometries, expected)):
+        assert len({i.instance_id for i in result.instances}) <= (image_index[keep] == b).sum() <= 5
         with torch.no_grad():
-            masks = model.sam.postprocess_masks(torch.as_tensor(low_res[image_index == b]), geometry.input_size,
+            masks = model.sam.postprocess_masks(torch.as_tensor(low_res[image_index[keep] == b]), geometry.input_size,
                                                 geometry.original_size)[:, 0] > 0
         union = masks.any(0).numpy()
         assert union.shape == result.labels.shape
@@ -135,3 +139,24 @@ def test_grid_box_head_exports_with_sams_prompt_encoding(tmp_path):
     assert tokens.shape == (2, model.prompter.num_queries, 2, 128)
     np.testing.assert_allclose(logits, out.logits.numpy(), atol=1e-4)
     np.testing.assert_allclose(tokens, out.tokens.numpy(), atol=1e-4)
+
+
+def test_host_side_merging_equals_the_segmenters(segmenter):
+    """merge_duplicates on numpy decoder outputs of two images = PartSegmenter's step on each image."""
+    from wps_sam_core.postprocess.dedup import merge_duplicates as torch_merge
+
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(3, 1, 16, 16, generator=gen)
+    low_res = torch.cat([base, base + 0.3 * torch.randn(3, 1, 16, 16, generator=gen)]).numpy()  # near-duplicates
+    image_index = np.array([0, 0, 1, 0, 0, 1])
+    class_ids, scores = np.array([1, 2, 1, 1, 2, 1]), np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4], np.float32)
+    keep, merged = merge_duplicates(low_res, image_index, class_ids, scores, 0.35)
+    for b in (0, 1):
+        sel = np.flatnonzero(image_index == b)
+        k, m = torch_merge(torch.from_numpy(low_res[sel]), torch.from_numpy(class_ids[sel]),
+                           torch.from_numpy(scores[sel]), 0.35)
+        assert keep[image_index[keep] == b].tolist() == sel[k.numpy()].tolist()
+        np.testing.assert_array_equal(merged[image_index[keep] == b], m.numpy())
+    assert len(keep) < len(low_res)  # the near-duplicates were merged
+    off_keep, off = merge_duplicates(low_res, image_index, class_ids, scores, 0.0)
+    assert off_keep.tolist() == list(range(6)) and np.array_equal(off, low_res)

@@ -7,7 +7,9 @@
 Keeping queries (softmax, score threshold, top-k) is a few lines of host code between the prompter
 and the decoder (`select_queries` below mirrors PartSegmenter's rule), so the decoder graph takes a
 *dynamic* number M of kept queries — typically a handful — and the encoder runs once per frame.
-Resize/normalise before and mask upsampling after are SAM's own (`export.json` records the numbers).
+After the decoder, `merge_duplicates` (host code too) merges same-class duplicates on the low-res
+masks as PartSegmenter does (dedup_iou). Resize/normalise before and mask upsampling after are SAM's
+own (`export.json` records the numbers).
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from .errors import WpsSamError
 from .io_utils import atomic_path, atomic_write_text
 from .modeling.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from .modeling.wpssam import WPSSAM
+from .postprocess import dedup
+from .segmenter import DEDUP_METHOD, DEFAULT_DEDUP_IOU
 
 DEFAULT_OPSET = 17
 ENCODER_FILE, PROMPTER_FILE, DECODER_FILE, METADATA_FILE = (
@@ -103,6 +107,10 @@ def export_onnx(model: WPSSAM, class_names: Sequence[str], out_dir: str | Path, 
         "image_size": size, "embedding_shape": [dim, side, side], "low_res_mask_size": 4 * side,
         "pixel_mean": list(SAM_PIXEL_MEAN), "pixel_std": list(SAM_PIXEL_STD),
         "preprocess": "resize longest side to image_size (PIL bilinear), (x - mean) / std, zero-pad bottom-right",
+        "duplicates": {"method": DEDUP_METHOD, "dedup_iou": DEFAULT_DEDUP_IOU,
+                       "what": "per image, on the low-res logits: same-class masks linked by mask IoU > dedup_iou "
+                               "(connected components) become the best-scored one with the elementwise max of "
+                               "their logits (export.merge_duplicates); 0 = off"},
         "postprocess": "bilinear to image_size^2, crop to the resized size, bilinear to the original size, > 0",
         "files": {name: path.name for name, path in files.items()},
     }
@@ -131,3 +139,29 @@ def select_queries(logits: np.ndarray, score_threshold: float, max_instances: in
         kept += scores[b, queries].tolist()
     return (np.asarray(image_index, np.int64), np.asarray(query_index, np.int64),
             np.asarray(class_ids, np.int64), np.asarray(kept, np.float32))
+
+
+def merge_duplicates(low_res: np.ndarray, image_index: np.ndarray, class_ids: np.ndarray, scores: np.ndarray,
+                     dedup_iou: float = DEFAULT_DEDUP_IOU, mask_threshold: float = 0.0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Host-side duplicate merging between the decoder graph and the upsampling (PartSegmenter's "merge").
+
+    low_res M x 1 x h x w decoder logits and the M kept queries' image_index / class ids / scores (as
+    `select_queries` gives them) -> (indices of the queries kept, ascending; their K x 1 x h x w logits,
+    each the union of its duplicates). dedup_iou 0 keeps everything as it is.
+    """
+    low_res = np.asarray(low_res, dtype=np.float32)
+    keep_all, merged = [], []
+    for b in np.unique(image_index):
+        sel = np.flatnonzero(image_index == b)
+        logits = torch.from_numpy(low_res[sel])
+        if dedup_iou > 0 and len(sel) > 1:
+            keep, logits = dedup.merge_duplicates(logits, torch.as_tensor(class_ids[sel]), torch.as_tensor(scores[sel]),
+                                                  dedup_iou, mask_threshold)
+            sel = sel[keep.numpy()]
+        keep_all.append(sel)
+        merged.append(logits.numpy())
+    if not keep_all:
+        return np.zeros(0, np.int64), low_res[:0]
+    order = np.argsort(np.concatenate(keep_all), kind="stable")
+    return np.concatenate(keep_all)[order].astype(np.int64), np.concatenate(merged)[order]

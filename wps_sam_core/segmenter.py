@@ -20,7 +20,7 @@ import torch
 
 from .errors import WpsSamError
 from .modeling.wpssam import WPSSAM
-from .postprocess.dedup import deduplicate, duplicate_groups, merge_into_owners
+from .postprocess.dedup import deduplicate, merge_duplicates
 from .preprocess import ImageGeometry, SamTransform, normalize_and_pad, to_rgb_uint8
 
 log = logging.getLogger(__name__)
@@ -361,9 +361,7 @@ class PartSegmenter:
                      settings: SegmenterSettings) -> tuple[torch.Tensor, torch.Tensor]:
         """(kept indices, their K' x 1 x h x w logits): one part, one instance (postprocess/dedup.py)."""
         if self.dedup_method == "merge":  # each kept mask becomes the union of the duplicates it absorbs
-            owner = duplicate_groups(logits[:, 0], class_ids, scores, settings.dedup_iou, settings.mask_threshold)
-            keep = torch.unique(owner)  # sorted: the input order, like deduplicate's
-            return keep, merge_into_owners(logits, owner)[keep]
+            return merge_duplicates(logits, class_ids, scores, settings.dedup_iou, settings.mask_threshold)
         keep = deduplicate(logits[:, 0], class_ids, scores, settings.dedup_iou, method=self.dedup_method,
                            mask_threshold=settings.mask_threshold)
         return keep, logits[keep]

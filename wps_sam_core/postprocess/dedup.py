@@ -134,6 +134,16 @@ def merge_into_owners(logits: torch.Tensor, owner: torch.Tensor) -> torch.Tensor
     return logits.clone().scatter_reduce_(0, index, logits, "amax", include_self=True)
 
 
+def merge_duplicates(logits: torch.Tensor, classes: torch.Tensor, scores: torch.Tensor, dedup_iou: float,
+                     mask_threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Method "merge" in one call: N x [1 x] h x w mask logits -> (kept indices ascending, their K x [1 x] h x w
+    logits, each the union of its group); the segmenter's step and the ONNX host code's."""
+    owner = duplicate_groups(logits.reshape(len(logits), *logits.shape[-2:]), classes, scores, dedup_iou,
+                             mask_threshold)
+    keep = torch.unique(owner)  # sorted: the input order, like deduplicate's
+    return keep, merge_into_owners(logits, owner)[keep]
+
+
 def kernel_fn(kernel: str, sigma: float = DEFAULT_SIGMA):
     """Matrix-NMS decay kernel f(IoU): 1 at IoU 0, decreasing."""
     if kernel == "gaussian":
