@@ -27,7 +27,7 @@ import torch
 from wps_sam_core.data.coco import CocoPartDataset
 from wps_sam_core.evaluation.evaluate import GT_BOXES, PROMPTER, evaluate
 from wps_sam_core.evaluation.report import format_percent, format_ratio, to_jsonable
-from wps_sam_core.io_utils import atomic_write_text
+from wps_sam_core.io_utils import atomic_write_text, write_marked_section
 from wps_sam_core.postprocess.dedup import DEDUP_METHODS
 from wps_sam_core.segmenter import SegmenterSettings, load_segmenter
 
@@ -137,13 +137,7 @@ def section(args, seg, sweep: dict, chosen: tuple[str, float], test: dict, comma
 
 
 def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    if DEDUP_BEGIN in old and DEDUP_END in old:
-        head, rest = old.split(DEDUP_BEGIN, 1)
-        new = head + text.rstrip("\n") + rest.split(DEDUP_END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    atomic_write_text(path, new)
+    write_marked_section(path, text, DEDUP_BEGIN, DEDUP_END)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from wps_sam_core.data.world_sequence import MAX_SPEED, write_sequences
 from wps_sam_core.evaluation.tracking import (
     GT_BOXES, GT_MASKS, METHODS, PER_FRAME, PROMPTER, TRACKER, evaluate_tracking, load_clips, markdown_table,
 )
-from wps_sam_core.io_utils import atomic_write_text
+from wps_sam_core.io_utils import atomic_write_text, write_marked_section
 from wps_sam_core.postprocess.tracking import TrackerSettings
 from wps_sam_core.segmenter import load_segmenter
 
@@ -37,13 +37,7 @@ TARGET_IDF1 = 0.8  # the issue's bar for SAM + GT boxes
 
 
 def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    if TRACK_BEGIN in old and TRACK_END in old:
-        head, rest = old.split(TRACK_BEGIN, 1)
-        new = head + text.rstrip("\n") + rest.split(TRACK_END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    atomic_write_text(path, new)
+    write_marked_section(path, text, TRACK_BEGIN, TRACK_END)
 
 
 def section(args, info: dict, reports: dict[float, dict], command: str, seconds: float) -> str:

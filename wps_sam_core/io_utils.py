@@ -71,3 +71,16 @@ def parse_yaml(text: str, where: str):
         raise WpsSamError(f"{where}: invalid YAML{at}: {what or 'syntax error'}") from None
     except yaml.YAMLError as exc:
         raise WpsSamError(f"{where}: invalid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def write_marked_section(path: str | Path, text: str, begin: str, end: str) -> None:
+    """Replace the part of a text file between the `begin` and `end` markers by `text` (which holds both markers),
+    or append it when the markers are absent; atomic. Lets several report scripts share one markdown file."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + text.rstrip("\n") + rest.split(end, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    atomic_write_text(path, new)
