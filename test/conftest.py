@@ -1,6 +1,10 @@
 """Shared fixtures: tiny official-architecture SAMs and prompters with fixed random weights."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +84,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def load_module_from(path: Path, name: str) -> ModuleType:
+    """A script or launch file that is not on the import path (training/*.py, launch/*.launch.py), as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,20 +2,18 @@
 rerun, and the rest of the file is kept."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
 
+from conftest import load_module_from
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("dedup_table", REPO / "training" / "dedup_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module_from(REPO / "training" / "dedup_table.py", "dedup_table")
 
 
 def test_dedup_table_writes_its_section_and_keeps_the_rest(tmp_path):

@@ -5,7 +5,6 @@ Needs a sourced ROS 2 workspace with this package built (`colcon build && colcon
 """
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import pytest
@@ -26,7 +25,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from wps_sam_ros import topics  # noqa: E402
 from wps_sam_ros.messages import MessageFactory, RclpyBackend  # noqa: E402
 
-from conftest import random_image  # noqa: E402
+from conftest import load_module_from, random_image  # noqa: E402
 from rclpy_helpers import change_state, lifecycle_state, probe_node  # noqa: E402
 
 LAUNCH_FILE = SHARE / "launch" / topics.LAUNCH_FILE
@@ -110,10 +109,7 @@ def test_autostart_reaches_active_and_deactivate_stops_output(probe):
 
 
 def load_launch_module():
-    spec = importlib.util.spec_from_file_location("part_seg_launch", LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module_from(LAUNCH_FILE, "part_seg_launch")
 
 
 def test_device_argument_accepts_cuda_index():

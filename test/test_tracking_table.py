@@ -2,7 +2,6 @@
 rerun, and the rest of the file is kept."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,14 +12,13 @@ pytest.importorskip("motmetrics", reason="py-motmetrics (pip, train extra) not i
 
 from wps_sam_core.embedded import embedded_available  # noqa: E402
 
+from conftest import load_module_from  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("tracking_table", REPO / "training" / "tracking_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module_from(REPO / "training" / "tracking_table.py", "tracking_table")
 
 
 @pytest.mark.skipif(not embedded_available(), reason="embedded default model not built yet")
