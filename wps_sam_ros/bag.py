@@ -31,6 +31,12 @@ STORAGES = ("sqlite3", "mcap")
 STORAGE_SUFFIXES = (".db3", ".mcap")
 
 
+# rosbag2 metadata.yaml version of OUT. Version 9 (Jazzy) writes offered_qos_profiles as a YAML list, which
+# Humble's reader decodes as a string ("yaml-cpp: bad conversion"); version 8 keeps the string form that Humble,
+# Iron and Jazzy all read, so one output bag plays everywhere.
+BAG_METADATA_VERSION = 8
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from wps_sam_core.cli.common import add_model_args
     from wps_sam_core.cli.track import add_tracking_args
@@ -171,7 +177,7 @@ def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: s
     try:
         tmp_bag = staging / dst.name
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        writer = Writer(tmp_bag, version=Writer.VERSION_LATEST, storage_plugin=plugin)
+        writer = Writer(tmp_bag, version=BAG_METADATA_VERSION, storage_plugin=plugin)
         with open_reader(src) as reader, writer:
             images = {c.id for c in pick_image_connections(reader.connections, image_topic, compressed)}
             copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
