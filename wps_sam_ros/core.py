@@ -28,6 +28,7 @@ from . import topics
 from .conversions import message_to_rgb
 from .messages import OK, WARN, MessageFactory
 from .params import check, check_all
+from .sync import stamp_ns
 
 log = logging.getLogger(__name__)
 # node parameter -> TrackerSettings field
@@ -153,10 +154,6 @@ class FrameStats:
             "frames_dropped": str(self.dropped),
             "frames_rejected": str(self.rejected),
         }
-
-
-def stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def frame_latency_ms(now_ns: int, header: Any) -> float | None:

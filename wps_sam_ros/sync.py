@@ -1,0 +1,102 @@
+"""Approximate time synchronisation without ROS: the policy of message_filters.ApproximateTimeSynchronizer.
+
+The rclpy node pairs colour and depth images with the real `message_filters.ApproximateTimeSynchronizer`; the
+DDS transport and the bag tool have no rclpy, so they use `ApproximateTimeSync`, a re-implementation of the
+*Python* message_filters class (ros2/message_filters, src/message_filters/__init__.py, identical on Humble,
+Jazzy and Rolling; the C++ ApproximateTime policy is a different algorithm). test_sync.py feeds the same
+stamp sequences to both and checks they pair identically. The policy, per arriving message:
+
+  1. it goes into its input's queue, keyed by header stamp (a second message with the same stamp replaces the
+     first); a queue holding more than `queue_size` stamps drops its oldest;
+  2. from every *other* queue, the stamps within `slop` of the new one (|delta| <= slop) are candidates,
+     nearest first; an input without a candidate means no set yet;
+  3. the combinations of candidates are tried in itertools.product order, and the first whose stamps spread
+     (max - min) *strictly less* than `slop` is emitted and its messages leave the queues.
+
+Differences from message_filters: no `allow_headerless` (every message here has a header); slop is given in
+seconds and converted like rclpy's Duration(seconds=...) (int(slop * 1e9) ns); messages that leave a queue
+unpaired are counted (`unpaired`), which message_filters does not do.
+
+CameraInfo is not synchronised (DepthFrameSync): its K does not change while the camera runs, drivers stamp it
+differently (RealSense and ZED like their image, others once from a calibration file or latched), and a
+best-effort CameraInfo lost on the way would otherwise drop a colour + depth pair that is perfectly usable.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any, Callable
+
+
+
+def stamp_ns(header: Any) -> int:
+    """header.stamp in nanoseconds (rclpy's Time.from_msg(stamp).nanoseconds)."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class ApproximateTimeSync:
+    """N inputs (2 or 3 in this package), `add(index, msg)`; `callback(*msgs)` per synchronised set, in input
+    order, called with the lock held (keep it short: the node's callback is a latest-frame slot put)."""
+
+    def __init__(self, n_inputs: int, queue_size: int, slop_s: float, callback: Callable[..., None]) -> None:
+        if n_inputs < 2:
+            raise ValueError(f"synchronising needs at least 2 inputs, got {n_inputs}")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        self.queue_size = int(queue_size)
+        self.slop_ns = int(float(slop_s) * 1e9)  # = rclpy.duration.Duration(seconds=slop_s).nanoseconds
+        self.callback = callback
+        self.queues: list[dict[int, Any]] = [{} for _ in range(n_inputs)]
+        self.unpaired = [0] * n_inputs  # messages dropped from a queue (its oldest) without a set
+        self.emitted = 0
+        self._lock = threading.Lock()
+
+    def add(self, index: int, msg: Any) -> tuple[Any, ...] | None:
+        """One message of input `index`; returns the set it completed (also passed to the callback), else None."""
+        stamp = stamp_ns(msg.header)
+        with self._lock:
+            queue = self.queues[index]
+            queue[stamp] = msg
+            while len(queue) > self.queue_size:
+                del queue[min(queue)]
+                self.unpaired[index] += 1
+            candidates = []
+            for other in self.queues[:index] + self.queues[index + 1:]:
+                near = [(s, abs(s - stamp)) for s in other if abs(s - stamp) <= self.slop_ns]
+                if not near:
+                    return None
+                candidates.append([s for s, _ in sorted(near, key=lambda pair: pair[1])])  # stable: queue order
+            for combination in itertools.product(*candidates):
+                stamps = list(combination)
+                stamps.insert(index, stamp)
+                if max(stamps) - min(stamps) < self.slop_ns:
+                    msgs = tuple(q.pop(s) for q, s in zip(self.queues, stamps))
+                    self.emitted += 1
+                    self.callback(*msgs)
+                    return msgs
+            return None
+
+
+class DepthFrameSync:
+    """Colour + depth through ApproximateTimeSync, with the latest CameraInfo received (not synchronised):
+    `callback(image, depth, camera_info_or_None)` per pair. Used by the DDS transport and the bag tool; the
+    rclpy node does the same with message_filters and a plain CameraInfo subscription."""
+
+    IMAGE, DEPTH = 0, 1
+
+    def __init__(self, queue_size: int, slop_s: float, callback: Callable[[Any, Any, Any], None]) -> None:
+        self.camera_info: Any = None
+        self._callback = callback
+        self.sync = ApproximateTimeSync(2, queue_size, slop_s, self._paired)
+
+    def add_image(self, msg: Any) -> None:
+        self.sync.add(self.IMAGE, msg)
+
+    def add_depth(self, msg: Any) -> None:
+        self.sync.add(self.DEPTH, msg)
+
+    def add_camera_info(self, msg: Any) -> None:
+        self.camera_info = msg
+
+    def _paired(self, image: Any, depth: Any) -> None:
+        self._callback(image, depth, self.camera_info)
