@@ -17,11 +17,15 @@ _EXPORTS = {
     "PartSegmenter": "segmenter",
     "SegmenterSettings": "segmenter",
     "load_segmenter": "segmenter",
+    "CameraIntrinsics": "postprocess.geometry3d",
+    "lift_to_3d": "postprocess.geometry3d",
+    "part_points": "postprocess.geometry3d",
 }
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
     from .errors import WpsSamError
+    from .postprocess.geometry3d import CameraIntrinsics, lift_to_3d, part_points
     from .segmenter import PartInstance, PartSegmentation, PartSegmenter, SegmenterSettings, load_segmenter
 
 
