@@ -41,9 +41,12 @@ JAZZY_HASHES = {
     "diagnostic_msgs/msg/DiagnosticArray": "RIHS01_5a8a36efb05fb25070fa0fb3810290c0e6cd4862b54a8fb975a1ee8dc55a333e",
     "vision_msgs/msg/Detection2DArray": "RIHS01_214274120007f4a683866481336b70310268cfa107aebe9d594a6acf75bda968",
     "vision_msgs/msg/LabelInfo": "RIHS01_3d37df4015cdf660cc851c51897f2acd957e1ca6205ba0a99aebffb9406b0783",
+    "vision_msgs/msg/Detection3DArray": "RIHS01_793f5eab9595ac1c0da07873cc859db42eae51f0ee76056db8562515d830e018",
+    "sensor_msgs/msg/PointCloud2": "RIHS01_9198cabf7da3796ae6fe19c4cb3bdd3525492988c70522628af5daa124bae2b5",
+    "sensor_msgs/msg/CameraInfo": "RIHS01_b3dfd68ff46c9d56c80fd3bd4ed22c7a4ddce8c8348f2f59c299e73118e7e275",
 }
 NODE_TYPES = sorted({spec.msg_type for spec in topics.OUTPUT_TOPICS.values()}
-                    | {topics.RAW_IMAGE_TYPE, topics.COMPRESSED_IMAGE_TYPE})
+                    | {topics.RAW_IMAGE_TYPE, topics.COMPRESSED_IMAGE_TYPE, topics.CAMERA_INFO_TYPE})
 
 
 def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:

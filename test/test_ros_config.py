@@ -83,7 +83,8 @@ def test_defaults_equal_the_segmenter_and_cli_defaults():
 def test_launch_arguments_are_the_documented_set_and_match_the_parameters():
     assert set(topics.LAUNCH_ARGUMENTS) == {"image_topic", "image_transport", "input_qos", "params_file",
                                             "sam_checkpoint", "prompter_checkpoint", "device", "use_sim_time",
-                                            "namespace", "use_lifecycle", "autostart"}
+                                            "namespace", "use_lifecycle", "autostart", "depth_topic",
+                                            "camera_info_topic"}
     assert topics.LAUNCH_ARGUMENTS["params_file"].default == "$(find-pkg-share wps_sam_ros)/config/part_seg.yaml"
     for name in topics.PARAMETER_ARGUMENTS:
         assert name in topics.PARAMETERS
@@ -219,6 +220,21 @@ def test_tracking_parameters_are_the_trackers_settings():
         parse_ros_args(["--ros-args", "-p", "tracking:=maybe"])
     params = parse_ros_args(["--ros-args", "-p", "tracking:=true", "-p", "track_reset_s:=0"])[0]
     assert params["tracking"] is True and params["track_reset_s"] == 0.0
+
+
+def test_depth_parameters_and_the_camera_info_rule():
+    assert topics.PARAMETERS["depth_topic"].default == ""  # 2D only unless asked
+    assert not topics.PARAMETERS["depth_scale_to_image"].default and topics.PARAMETERS["publish_points"].runtime
+    # image_transport's CameraSubscriber rule: camera_info next to the image
+    assert topics.camera_info_topic("/camera/camera/aligned_depth_to_color/image_raw") == \
+        "/camera/camera/aligned_depth_to_color/camera_info"
+    assert topics.camera_info_topic("depth/image_rect_raw") == "depth/camera_info"
+    assert topics.camera_info_topic("depth") == "camera_info" and topics.camera_info_topic("/depth") == "/camera_info"
+    assert topics.camera_info_topic("/d/image", "/calib/info") == "/calib/info"
+    with pytest.raises(WpsSamError, match=r"sync_slop_s must be in \[0.0001, 10\], got 0.0"):
+        parse_ros_args(["--ros-args", "-p", "sync_slop_s:=0"])  # message_filters pairs strictly within slop
+    with pytest.raises(WpsSamError, match=r"sync_queue_size must be in \[1, 1000\], got 0"):
+        parse_ros_args(["--ros-args", "-p", "sync_queue_size:=0"])
 
 
 def test_params_file_sections(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from wps_sam_core.postprocess.geometry3d import CameraIntrinsics, lift_to_3d, part_points
 from wps_sam_core.segmenter import assemble
 from wps_sam_ros import topics
 from wps_sam_ros.messages import BACKGROUND_NAME, WARN, MessageFactory, RosbagsBackend, ros2_typestore
@@ -22,11 +23,20 @@ def sample_segmentation():
     return assemble(masks, np.array([1, 2, 3]), np.array([0.9, 0.7, 0.8]), np.array([0.5, 0.6, 0.7]), CLASSES)
 
 
+def sample_depth(seg):
+    """A plane at 1 m (K: f = 20 px, principal point at the centre), no depth in the third part."""
+    depth = np.ones(seg.labels.shape, np.float32)
+    depth[0:3, 16:20] = 0.0
+    return depth, CameraIntrinsics(20.0, 20.0, 9.5, 5.5, seg.labels.shape[1], seg.labels.shape[0])
+
+
 def all_outputs(factory: MessageFactory) -> dict:
     header = factory.header(STAMP_NS, "camera_optical")
     seg = sample_segmentation()
     overlay = np.full((*seg.labels.shape, 3), 7, np.uint8)
     out = factory.part_messages(header, seg, overlay)
+    depth, intrinsics = sample_depth(seg)
+    out.update(factory.part_messages_3d(header, lift_to_3d(seg, depth, intrinsics), part_points(seg, depth, intrinsics)))
     out["label_info"] = factory.label_info(factory.header(STAMP_NS), CLASSES, 0.25)
     out["diagnostics"] = factory.diagnostics(factory.header(STAMP_NS), [(WARN, "part_seg", "msg", "cpu", {"fps": 3.5})])
     return out
@@ -53,6 +63,8 @@ def test_cdr_round_trip(rosbags_outputs, key):
     assert back.header.stamp.sec == STAMP_NS // 10**9 and back.header.stamp.nanosec == STAMP_NS % 10**9
     if key in ("masks", "instance_masks", "overlay"):
         assert np.array_equal(back.data, msg.data) and back.step * back.height == len(back.data)
+    if key == "points":
+        assert np.array_equal(back.data, msg.data) and back.row_step * back.height == len(back.data) > 0
 
 
 def test_detections_content_and_link_to_instance_map(rosbags_outputs):

@@ -183,7 +183,7 @@ def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: s
             copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
             outputs: dict[str, Any] = {}
             for key, spec in topics.OUTPUT_TOPICS.items():
-                if key == "diagnostics" or (key == "overlay" and not overlay):
+                if key == "diagnostics" or (key == "overlay" and not overlay) or key in topics.DEPTH_OUTPUTS:
                     continue  # diagnostics describe a live node, not a recording
                 outputs[key] = writer.add_connection(topics.resolve(spec.name), spec.msg_type, typestore=typestore,
                                                      offered_qos_profiles=[_qos_profile(spec.qos)])

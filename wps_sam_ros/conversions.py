@@ -174,3 +174,65 @@ def _cv_bridge_to_rgb(msg: Any) -> np.ndarray | None:
         return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
     except Exception as exc:  # cv_bridge raises its own error types for unknown encodings
         raise WpsSamError(f"image encoding {msg.encoding!r} not convertible to rgb8: {exc}") from None
+
+
+# ---- depth and CameraInfo (parts in 3D) ----------------------------------------------------------------
+# The two encodings depth drivers publish (REP 118): 16UC1 in millimetres, 32FC1 in metres; 0 / NaN / inf = no depth.
+DEPTH_ENCODINGS: dict[str, tuple[str, float]] = {"16UC1": ("u2", 1000.0), "32FC1": ("f4", 1.0)}  # numpy type, units/m
+
+
+def depth_to_metres(msg: Any) -> np.ndarray:
+    """Depth Image -> HxW float32 metres (native byte order; row padding skipped; no depth stays 0 / NaN / inf)."""
+    if msg.encoding not in DEPTH_ENCODINGS:
+        raise WpsSamError(f"unsupported depth encoding {msg.encoding!r}; supported: 16UC1 (millimetres), 32FC1 (metres)")
+    code, units_per_metre = DEPTH_ENCODINGS[msg.encoding]
+    itemsize = int(code[1])
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height < 1 or width < 1:
+        raise WpsSamError(f"depth image has no pixels: height={height} width={width}")
+    if step < width * itemsize or step % itemsize:
+        raise WpsSamError(f"depth image step {step} does not fit width {width} x {itemsize} bytes ({msg.encoding})")
+    buf = data_bytes(msg.data)
+    if buf.size != step * height:
+        raise WpsSamError(f"depth image data length {buf.size} != step {step} x height {height} = {step * height}")
+    dtype = np.dtype((">" if msg.is_bigendian else "<") + code)
+    rows = np.ascontiguousarray(buf.reshape(height, step)[:, :width * itemsize])
+    values = rows.view(dtype).reshape(height, width)
+    return values.astype(np.float32) / np.float32(units_per_metre)  # a division: 1234 mm -> the float32 nearest 1.234
+
+
+def camera_info_to_intrinsics(msg: Any):
+    """CameraInfo -> geometry3d.CameraIntrinsics (K, width, height); a zero focal length or size is one line."""
+    from wps_sam_core.postprocess.geometry3d import CameraIntrinsics
+
+    try:
+        return CameraIntrinsics.from_matrix(list(msg.k), int(msg.width), int(msg.height))
+    except WpsSamError as exc:
+        raise WpsSamError(f"CameraInfo unusable: {str(exc).removeprefix('camera intrinsics: ')}") from None
+
+
+def resize_nearest(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest neighbour with pixel centres on pixel centres (u + 0.5 scales), as CameraIntrinsics.scaled assumes;
+    depth is never interpolated (a blend of a part and the wall behind it is a point in mid-air)."""
+    rows = ((np.arange(height) + 0.5) * image.shape[0] / height).astype(np.intp)
+    cols = ((np.arange(width) + 0.5) * image.shape[1] / width).astype(np.intp)
+    return image[np.minimum(rows, image.shape[0] - 1)[:, None], np.minimum(cols, image.shape[1] - 1)[None, :]]
+
+
+def depth_for_image(depth_msg: Any, info_msg: Any, image_shape: tuple[int, int], scale_to_image: bool):
+    """(HxW float32 depth in metres, CameraIntrinsics) aligned to an image of `image_shape`; every mismatch is one
+    WpsSamError line. CameraInfo must describe the depth image (its K); a depth image of another size than the
+    colour image is resized only with `scale_to_image` (K scaled with it)."""
+    depth = depth_to_metres(depth_msg)
+    intrinsics = camera_info_to_intrinsics(info_msg)
+    if (intrinsics.height, intrinsics.width) != depth.shape:
+        raise WpsSamError(f"CameraInfo is for {intrinsics.width}x{intrinsics.height} but the depth image is "
+                          f"{depth.shape[1]}x{depth.shape[0]} (camera_info_topic of another stream?)")
+    if depth.shape != tuple(image_shape):
+        if not scale_to_image:
+            raise WpsSamError(f"depth image is {depth.shape[1]}x{depth.shape[0]} but the colour image is "
+                              f"{image_shape[1]}x{image_shape[0]}; use the depth aligned to the colour image, or "
+                              f"depth_scale_to_image: true (nearest neighbour)")
+        depth = resize_nearest(depth, *image_shape)
+        intrinsics = intrinsics.scaled(image_shape[1], image_shape[0])
+    return depth, intrinsics

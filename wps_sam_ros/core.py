@@ -25,7 +25,7 @@ from wps_sam_core.postprocess.tracking import RESET_BY_CALLER, PartTracker, Trac
 from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings, load_segmenter as core_load_segmenter
 
 from . import topics
-from .conversions import message_to_rgb
+from .conversions import depth_for_image, message_to_rgb
 from .messages import OK, WARN, MessageFactory
 from .params import check, check_all
 from .sync import stamp_ns
@@ -156,6 +156,23 @@ class FrameStats:
         }
 
 
+@dataclass
+class DepthStats:
+    """Parts in 3D: frames lifted, frames whose 3D was refused (2D still went out) and why, parts without depth."""
+
+    frames_3d: int = 0
+    rejected_3d: int = 0
+    parts_without_depth: int = 0
+    camera_info_seen: bool = False
+    last_problem: str = ""
+    last_was_rejected: bool = False
+
+    def values(self) -> dict[str, str]:
+        return {"frames_3d": str(self.frames_3d), "frames_3d_rejected": str(self.rejected_3d),
+                "parts_without_depth": str(self.parts_without_depth),
+                "camera_info": "received" if self.camera_info_seen else "waiting"}
+
+
 def frame_latency_ms(now_ns: int, header: Any) -> float | None:
     """now - header.stamp on the node's clock (sim time under use_sim_time); None while either is unset (0):
     a node waiting for /clock, or a camera that does not stamp, has no measurable latency."""
@@ -179,8 +196,13 @@ class PartSegCore:
         tracking: bool = False,
         tracker_settings: TrackerSettings | None = None,
         tracker: PartTracker | None = None,
+        depth_inputs: tuple[str, str] | None = None,
+        depth_scale_to_image: bool = False,
+        publish_points: bool = True,
+        points_wanted: Callable[[], bool] = lambda: True,
     ) -> None:
-        """tracking: instance ids become track ids, by one PartTracker for the one image stream this core serves:
+        """depth_inputs: (depth topic, CameraInfo topic) to lift parts to 3D (frames come with their depth and the
+        latest CameraInfo); None = 2D only. tracking: instance ids become track ids, by one PartTracker for the one image stream this core serves:
         `tracker` (a transport that outlives its cores keeps one, so ids are not reused) or a new one; with
         `tracker_settings` when given."""
         self.segmenter = segmenter
@@ -202,6 +224,12 @@ class PartSegCore:
         self.tracking = bool(tracking)
         self._tracking_lock = threading.Lock()
         self._tracker_used = False  # a frame went through the tracker since tracking was last switched on
+        self.depth_inputs = depth_inputs
+        self.depth_scale_to_image = depth_scale_to_image
+        self.publish_points = publish_points
+        self.points_wanted = points_wanted
+        self.depth_stats = DepthStats()
+        self._warn_3d = ThrottledWarning(warn)  # its own throttle: 3D problems must not hide 2D ones
 
     # -- live path
     def start(self) -> None:
@@ -223,20 +251,21 @@ class PartSegCore:
     def running(self) -> bool:
         return self._worker is not None
 
-    def submit(self, msg: Any) -> None:
-        """Called from the transport's receive callback: O(1), never blocks on the model."""
-        dropped = self._slot.put(msg)
+    def submit(self, msg: Any, depth: Any = None, camera_info: Any = None) -> None:
+        """Called from the transport's receive callback: O(1), never blocks on the model. With depth_inputs: a
+        synchronised image + depth pair and the latest CameraInfo (or None), replacing an unprocessed one."""
+        dropped = self._slot.put((msg, depth, camera_info))
         with self._stats_lock:
             self.stats.received += 1
             self.stats.dropped += int(dropped)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            msg = self._slot.take(timeout=0.1)
-            if msg is None:
+            item = self._slot.take(timeout=0.1)
+            if item is None:
                 continue
             try:
-                outputs = self.process(msg)
+                outputs = self.process(*item)
             except Exception as exc:  # a bug or a device error must not kill the worker silently
                 self._reject(f"frame failed: {type(exc).__name__}: {exc}")  # counted: the frame totals add up
                 continue
@@ -247,8 +276,9 @@ class PartSegCore:
                 self._warn_rejected(f"publishing failed: {type(exc).__name__}: {exc}")
 
     # -- one frame, synchronously (the live worker and the bag tool both use this)
-    def process(self, msg: Any) -> dict[str, Any] | None:
-        """Image/CompressedImage -> output messages; a bad frame is counted, warned about, and None."""
+    def process(self, msg: Any, depth: Any = None, camera_info: Any = None) -> dict[str, Any] | None:
+        """Image/CompressedImage (+ depth Image and CameraInfo with depth_inputs) -> output messages; a bad frame is
+        counted, warned about, and None; a frame whose 3D cannot be computed still gets its 2D outputs."""
         try:
             rgb = message_to_rgb(msg)
         except WpsSamError as exc:
@@ -272,10 +302,40 @@ class PartSegCore:
 
             overlay = draw_overlay(rgb, seg.labels, seg.instance_ids, seg.class_names)
         outputs = self.factory.part_messages(msg.header, seg, overlay)
+        if self.depth_inputs is not None:
+            outputs.update(self._outputs_3d(msg.header, seg, depth, camera_info))
         with self._stats_lock:
             self.stats.add(inference_ms, frame_latency_ms(self.now_ns(), msg.header))
             self.stats.last_was_rejected = False
         return outputs
+
+    def _outputs_3d(self, header: Any, seg: Any, depth: Any, camera_info: Any) -> dict[str, Any]:
+        """detections_3d (+ points while wanted) of one frame; a problem is counted with its reason, and {}."""
+        from wps_sam_core.postprocess.geometry3d import lift_to_3d, part_points
+
+        try:
+            if camera_info is None:
+                raise WpsSamError(f"no CameraInfo received yet on {self.depth_inputs[1]}")
+            if depth is None:
+                raise WpsSamError(f"no depth image paired with the frame ({self.depth_inputs[0]})")
+            depth_m, intrinsics = depth_for_image(depth, camera_info, seg.labels.shape, self.depth_scale_to_image)
+            lifted = lift_to_3d(seg, depth_m, intrinsics)
+            points = (part_points(seg, depth_m, intrinsics)  # class colours: RViz shows the parts
+                      if self.publish_points and self.points_wanted() else None)
+        except WpsSamError as exc:
+            with self._stats_lock:
+                stats = self.depth_stats
+                stats.rejected_3d += 1
+                stats.camera_info_seen |= camera_info is not None
+                stats.last_problem, stats.last_was_rejected = str(exc), True
+            self._warn_3d(f"no 3D for frame: {exc}")
+            return {}
+        with self._stats_lock:
+            stats = self.depth_stats
+            stats.frames_3d += 1
+            stats.parts_without_depth += len(lifted.no_depth)
+            stats.camera_info_seen, stats.last_was_rejected = True, False
+        return self.factory.part_messages_3d(header, lifted, points)
 
     def _reject(self, problem: str) -> None:
         with self._stats_lock:
@@ -299,9 +359,17 @@ class PartSegCore:
         if rejected_last:
             level, message = WARN, f"last frame rejected: {problem}"
         elif values["frames_processed"] == "0":
-            level, message = OK, "waiting for images"
+            level, message = OK, "waiting for images" if self.depth_inputs is None else "waiting for image + depth pairs"
         else:
             level, message = OK, "segmenting"
+        if self.depth_inputs is not None:
+            with self._stats_lock:
+                depth_stats = dataclasses.replace(self.depth_stats)
+            values.update(depth_topic=self.depth_inputs[0], camera_info_topic=self.depth_inputs[1],
+                          **depth_stats.values())
+            if depth_stats.last_was_rejected:
+                waiting = "3D waiting for CameraInfo" if not depth_stats.camera_info_seen else "no 3D for last frame"
+                level, message = max(level, WARN), f"{message}; {waiting}: {depth_stats.last_problem}"
         values["tracking"] = "on" if self.tracking else "off"
         if self.tracking:
             values.update({key if key.startswith("tracks_") else f"tracker_{key}": value
@@ -337,6 +405,8 @@ class PartSegCore:
             self._switch_tracking(bool(changes["tracking"]))
         if "publish_overlay" in changes:
             self.publish_overlay = bool(changes["publish_overlay"])
+        if "publish_points" in changes:
+            self.publish_points = bool(changes["publish_points"])
         if "score_threshold" in settings:
             self.publish("label_info", self.label_info_message())  # LabelInfo carries the threshold
         return True, ""

@@ -19,11 +19,26 @@ import numpy as np
 from .conversions import array_to_image_fields
 
 if TYPE_CHECKING:
+    from wps_sam_core.postprocess.geometry3d import Lifted3D
     from wps_sam_core.segmenter import PartSegmentation
 
 # diagnostic_msgs/DiagnosticStatus levels
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 BACKGROUND_NAME = "background"
+# sensor_msgs/PointField datatypes by numpy type code (INT8=1 UINT8=2 INT16=3 UINT16=4 INT32=5 UINT32=6 FLOAT32=7
+# FLOAT64=8): PointCloud2 fields are derived from a structured dtype (geometry3d.POINT_DTYPE), never listed twice
+POINT_FIELD_DATATYPES = {"i1": 1, "u1": 2, "i2": 3, "u2": 4, "i4": 5, "u4": 6, "f4": 7, "f8": 8}
+
+
+def point_fields(dtype: np.dtype) -> list[tuple[str, int, int]]:
+    """(name, byte offset, PointField datatype) of every field of a little-endian structured dtype."""
+    fields = []
+    for name, (field_dtype, offset, *_) in dtype.fields.items():
+        code = f"{field_dtype.kind}{field_dtype.itemsize}"
+        if code not in POINT_FIELD_DATATYPES or field_dtype.byteorder == ">" or field_dtype.shape:
+            raise ValueError(f"point field {name!r}: {field_dtype} has no PointField datatype (little-endian scalars)")
+        fields.append((name, offset, POINT_FIELD_DATATYPES[code]))
+    return fields
 
 
 class MessageBackend(Protocol):
@@ -148,13 +163,44 @@ class MessageFactory:
                                  results=[hypothesis], bbox=bbox, id=str(inst.instance_id)))
         return self.new("vision_msgs/msg/Detection2DArray", header=header, detections=dets)
 
-    def _identity_pose(self) -> Any:
-        """2D detections have no 3D pose: identity pose, zero covariance (vision_msgs' defaults)."""
-        point = self.new("geometry_msgs/msg/Point", x=0.0, y=0.0, z=0.0)
-        quat = self.new("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0)
-        return self.new("geometry_msgs/msg/PoseWithCovariance",
-                        pose=self.new("geometry_msgs/msg/Pose", position=point, orientation=quat),
+    def _identity_pose(self, position: Sequence[float] = (0.0, 0.0, 0.0)) -> Any:
+        """Identity orientation, zero covariance (vision_msgs' defaults); 2D detections have no 3D position."""
+        return self.new("geometry_msgs/msg/PoseWithCovariance", pose=self._pose(position),
                         covariance=self.backend.float64s([0.0] * 36))
+
+    def _pose(self, position: Sequence[float]) -> Any:
+        x, y, z = (float(v) for v in position)
+        return self.new("geometry_msgs/msg/Pose", position=self.new("geometry_msgs/msg/Point", x=x, y=y, z=z),
+                        orientation=self.new("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0))
+
+    def detections_3d(self, header: Any, lifted: Lifted3D) -> Any:
+        """One Detection3D per part with valid depth: id = str(instance id) as in the 2D detections, class and
+        score as there; bbox = robust centre + axis-aligned inlier extent in the optical frame (orientation
+        identity); the hypothesis pose is the centre too (consumers that read results[0].pose find it)."""
+        dets = []
+        for part in lifted.parts:
+            hypothesis = self.new(
+                "vision_msgs/msg/ObjectHypothesisWithPose",
+                hypothesis=self.new("vision_msgs/msg/ObjectHypothesis", class_id=part.class_name,
+                                    score=float(part.score)),
+                pose=self._identity_pose(part.centre),
+            )
+            sx, sy, sz = (float(v) for v in part.size)
+            bbox = self.new("vision_msgs/msg/BoundingBox3D", center=self._pose(part.centre),
+                            size=self.new("geometry_msgs/msg/Vector3", x=sx, y=sy, z=sz))
+            dets.append(self.new("vision_msgs/msg/Detection3D", header=self.copy_header(header),
+                                 results=[hypothesis], bbox=bbox, id=str(part.instance_id)))
+        return self.new("vision_msgs/msg/Detection3DArray", header=header, detections=dets)
+
+    def point_cloud(self, header: Any, points: np.ndarray) -> Any:
+        """Structured array (a little-endian dtype such as geometry3d.POINT_DTYPE) -> an unorganized PointCloud2:
+        height 1, width N, fields from the dtype, is_dense true (only valid points are in it)."""
+        fields = [self.new("sensor_msgs/msg/PointField", name=name, offset=offset, datatype=datatype, count=1)
+                  for name, offset, datatype in point_fields(points.dtype)]
+        step = points.dtype.itemsize
+        return self.new("sensor_msgs/msg/PointCloud2", header=header, height=1, width=int(points.size),
+                        fields=fields, is_bigendian=False, point_step=step, row_step=step * int(points.size),
+                        data=self.backend.octets(np.ascontiguousarray(points).tobytes()), is_dense=True)
 
     def label_info(self, header: Any, class_names: Sequence[str], threshold: float) -> Any:
         """Class id -> name as used in the label map; id 0 is the background."""
@@ -163,6 +209,13 @@ class MessageFactory:
                      for k, name in enumerate(names)]
         return self.new("vision_msgs/msg/LabelInfo", header=header, class_map=class_map,
                         threshold=float(threshold))
+
+    def part_messages_3d(self, src_header: Any, lifted: Lifted3D, points: np.ndarray | None) -> dict[str, Any]:
+        """The 3D outputs (topics.OUTPUT_TOPICS keys detections_3d and, when built, points), input header copied."""
+        out = {"detections_3d": self.detections_3d(self.copy_header(src_header), lifted)}
+        if points is not None:
+            out["points"] = self.point_cloud(self.copy_header(src_header), points)
+        return out
 
     # -- diagnostic_msgs
     def diagnostics(self, header: Any, statuses: Iterable[tuple[int, str, str, str, Mapping[str, Any]]]) -> Any:

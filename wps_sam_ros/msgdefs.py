@@ -18,6 +18,11 @@ VISION_MSGS: dict[str, str] = {
         "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
         "vision_msgs/BoundingBox2D bbox\nstring id\n"),
     "vision_msgs/msg/Detection2DArray": "std_msgs/Header header\nvision_msgs/Detection2D[] detections\n",
+    "vision_msgs/msg/BoundingBox3D": "geometry_msgs/Pose center\ngeometry_msgs/Vector3 size\n",
+    "vision_msgs/msg/Detection3D": (
+        "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
+        "vision_msgs/BoundingBox3D bbox\nstring id\n"),
+    "vision_msgs/msg/Detection3DArray": "std_msgs/Header header\nvision_msgs/Detection3D[] detections\n",
     "vision_msgs/msg/VisionClass": "uint16 class_id\nstring class_name\n",
     "vision_msgs/msg/LabelInfo": (
         "std_msgs/Header header\nvision_msgs/VisionClass[] class_map\nfloat32 threshold\n"),

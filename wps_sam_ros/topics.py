@@ -62,14 +62,25 @@ OUTPUT_TOPICS: dict[str, TopicSpec] = {
     "overlay": TopicSpec(
         "parts/overlay", "sensor_msgs/msg/Image", OUTPUT_QOS,
         "rgb8 image with parts blended in and a legend panel on the right; built only while subscribed"),
+    "detections_3d": TopicSpec(
+        "parts/detections_3d", "vision_msgs/msg/Detection3DArray", OUTPUT_QOS,
+        "with depth_topic: one Detection3D per part with valid depth, id as in instances; bbox centre = robust "
+        "part centre, size = inlier extent, metres, camera optical frame (the image's frame_id)"),
+    "points": TopicSpec(
+        "parts/points", "sensor_msgs/msg/PointCloud2", OUTPUT_QOS,
+        "with depth_topic: the part pixels back-projected, unorganized (height 1), fields x y z rgb label "
+        "instance; built only while subscribed"),
     "diagnostics": TopicSpec(
         "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", RELIABLE_QOS,
         "inference ms, latency from header.stamp, fps, received/processed/dropped/rejected frames, device"),
 }
 
+DEPTH_OUTPUTS = ("detections_3d", "points")  # published only with a depth_topic
+
 RAW_IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 COMPRESSED_SUFFIX = "/compressed"  # image_transport's convention: <image_topic>/compressed
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"  # depth_topic carries RAW_IMAGE_TYPE (never compressed)
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 PRECISION_CHOICES = ("fp32", "bf16", "fp16")
@@ -121,6 +132,19 @@ PARAMETERS: dict[str, ParameterSpec] = {
     # above 0: rcl's timer with period 0 is always ready (a busy loop flooding /diagnostics)
     "diagnostics_period": ParameterSpec(1.0, "seconds between /diagnostics messages [0.01, 3600]",
                                         bounds=(0.01, 3600.0)),
+    # parts in 3D (wps_sam_core.postprocess.geometry3d): an aligned depth image + its CameraInfo
+    "depth_topic": ParameterSpec("", "aligned depth sensor_msgs/Image (16UC1 mm or 32FC1 m), synchronised with the "
+                                 "image; empty = 2D only"),
+    "camera_info_topic": ParameterSpec("", "CameraInfo (K) of the depth image; empty = camera_info next to "
+                                       "depth_topic (image_transport's rule)"),
+    "sync_slop_s": ParameterSpec(0.02, "image and depth pair when their stamps are less than this apart (s; "
+                                 "message_filters ApproximateTimeSynchronizer slop) [0.0001, 10]",
+                                 bounds=(0.0001, 10.0)),
+    "sync_queue_size": ParameterSpec(10, "messages per input the synchroniser keeps while waiting for a partner "
+                                     "[1, 1000]", bounds=(1, 1000)),
+    "depth_scale_to_image": ParameterSpec(False, "a depth image of another size is resized to the image's with "
+                                          "nearest neighbour (K scaled); false: such frames get no 3D"),
+    "publish_points": ParameterSpec(True, "publish parts/points (only built while someone subscribes)", runtime=True),
     # tracking (wps_sam_core.postprocess.tracking; defaults = TrackerSettings()'s, tested)
     "tracking": ParameterSpec(False, "instance ids become track ids, stable over frames; parts without a confirmed "
                               "track are left out of instances and instance_masks; switching on starts afresh",
@@ -149,7 +173,7 @@ class LaunchArgument:
 # Launch arguments named like a parameter override it when non-empty; empty keeps the params_file
 # value, so editing the YAML is never silently undone by a launch default.
 PARAMETER_ARGUMENTS = ("image_topic", "image_transport", "input_qos", "sam_checkpoint", "prompter_checkpoint",
-                       "device")
+                       "device", "depth_topic", "camera_info_topic")
 LAUNCH_ARGUMENTS: dict[str, LaunchArgument] = {
     # the launch file turns this default into PathJoinSubstitution([FindPackageShare(PACKAGE), ...])
     "params_file": LaunchArgument(f"$(find-pkg-share {PACKAGE})/config/{CONFIG_FILE}", "node parameters YAML"),
@@ -188,3 +212,15 @@ def input_topic(image_topic: str, image_transport: str) -> tuple[str, str]:
     if image_transport == "compressed":
         return image_topic.rstrip("/") + COMPRESSED_SUFFIX, COMPRESSED_IMAGE_TYPE
     return image_topic, RAW_IMAGE_TYPE
+
+
+CAMERA_INFO_NAME = "camera_info"
+
+
+def camera_info_topic(depth_topic: str, camera_info_topic: str = "") -> str:
+    """The CameraInfo topic of a depth image: the parameter when set, else image_transport's rule (the last name
+    token replaced by camera_info): /camera/aligned_depth_to_color/image_raw -> .../aligned_depth_to_color/camera_info."""
+    if camera_info_topic:
+        return camera_info_topic
+    head, _, _ = depth_topic.rstrip("/").rpartition("/")
+    return f"{head}/{CAMERA_INFO_NAME}" if head or depth_topic.startswith("/") else CAMERA_INFO_NAME
