@@ -6,6 +6,7 @@ import argparse
 import time
 
 from ..data.world import DEFAULT_SIZE
+from ..data.world_depth import DEFAULT_DEPTH_RANGE
 from ..errors import WpsSamError
 
 
@@ -22,6 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write clips for tracking (objects move, rotate, scale, get occluded, leave and enter), "
                         "COCO video style: images with video_id and frame_id, part annotations with track_id")
     p.add_argument("--frames", type=int, default=None, help="with --sequence: frames per clip (default 16)")
+    p.add_argument("--depth", action="store_true",
+                   help="also an aligned depth image per image (depth/<split>/, 16UC1 millimetres), K in each COCO "
+                        "image's 'camera' entry and each part's GT 3D centre (centre_3d_m)")
+    p.add_argument("--depth-noise", type=float, nargs="?", const=1.0, default=None, metavar="LEVEL",
+                   help="implies --depth; also a sensor-like depth (depth_noisy/<split>/): noise, holes, edge "
+                        "dropouts, flying pixels, speckle; LEVEL 1 (default) = RealSense-like")
+    p.add_argument("--depth-range", type=float, nargs=2, default=DEFAULT_DEPTH_RANGE, metavar=("NEAR", "FAR"),
+                   help="object distances in metres (default %(default)s)")
     p.set_defaults(func=run_world)
 
 
@@ -29,6 +38,11 @@ def run_world(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.frames is not None and not args.sequence:
         raise WpsSamError("--frames needs --sequence")
+    depth = args.depth or args.depth_noise is not None
+    if depth and (args.sequence or args.shapes):
+        raise WpsSamError("--depth/--depth-noise are for the still part world (not --sequence or --shapes)")
+    if tuple(args.depth_range) != DEFAULT_DEPTH_RANGE and not depth:
+        raise WpsSamError("--depth-range needs --depth")
     if args.sequence and args.shapes:
         raise WpsSamError("--sequence and --shapes do not go together: the clips are of the part world")
     if args.sequence:
@@ -42,8 +56,11 @@ def run_world(args: argparse.Namespace) -> int:
         what = f"{summary['masks']} masks -> {summary['json']}"
     else:
         from ..data.world import write_world
-        summary = write_world(args.out, args.n, args.seed, args.size, args.split)
+        summary = write_world(args.out, args.n, args.seed, args.size, args.split, depth, args.depth_noise,
+                              tuple(args.depth_range))
         what = f"{summary['parts']} parts, {summary['objects']} objects -> {summary['part_json']}"
+        if depth:
+            what += f" (+ depth{' and sensor-like depth' if args.depth_noise is not None else ''})"
     seconds = time.perf_counter() - start
     print(f"{summary['images']} images, {what} ({seconds:.1f} s, {1000 * seconds / summary['images']:.0f} ms/image)")
     return 0

@@ -27,6 +27,7 @@ from ..errors import WpsSamError
 from ..io_utils import atomic_write_bytes, atomic_write_text
 from . import render
 from .render import Shape, bezier, ellipse, rounded_rectangle, shade, stroke
+from .world_depth import DEFAULT_DEPTH_RANGE, add_depth, check_depth_noise, check_depth_range
 
 # The one source of truth for the world's vocabulary: kind -> its part classes (in this order).
 KIND_PARTS: dict[str, tuple[str, ...]] = {
@@ -200,6 +201,7 @@ class Scene:
     part_ids: np.ndarray  # HxW int32: 0 background, k = parts[k - 1] (visible pixels only)
     parts: list[ScenePart]
     objects: list[ObjectInstance]
+    occluder: np.ndarray | None = None  # HxW bool: the foreground occluder's pixels (in front, for depth)
 
     def part_labels(self) -> np.ndarray:
         """HxW uint8 class map: 0 background, k = PART_CLASSES[k - 1]."""
@@ -272,12 +274,15 @@ def render_scene(seed: int, index: int, size: int = DEFAULT_SIZE, split: str = "
             surfaces.append(surface)
         amodal.append(np.isin(canvas.ids, surfaces))
         kinds.append(kind_index)
+    first_occluder = len(canvas.textures)
     if rng.uniform() < 0.25:  # a foreground occluder that is not an object
         _paint_clutter(rng, canvas, 1, (0.04, 0.1))
     is_part = np.zeros(len(canvas.textures), dtype=bool)
     is_part[list(surface_part)] = True
     image = render.colourise(canvas, backdrop, rng, outline_surfaces=is_part)
-    return _scene_from_canvas(image, canvas.ids, len(canvas.textures), surface_part, kinds, amodal)
+    scene = _scene_from_canvas(image, canvas.ids, len(canvas.textures), surface_part, kinds, amodal)
+    scene.occluder = canvas.ids >= first_occluder
+    return scene
 
 
 def _scene_from_canvas(image: np.ndarray, ids: np.ndarray, n_surfaces: int, surface_part: dict[int, tuple[int, int]],
@@ -334,10 +339,16 @@ def check_world_args(n: int, size: int, split: str) -> None:
         raise WpsSamError(f"--split must be a plain name like 'train' or 'val' (got {split!r})")
 
 
-def write_world(out: str | Path, n: int, seed: int, size: int = DEFAULT_SIZE, split: str = "train") -> dict:
-    """Write n scenes as a COCO part dataset (+ object json); returns a summary with counts and paths."""
+def write_world(out: str | Path, n: int, seed: int, size: int = DEFAULT_SIZE, split: str = "train",
+                depth: bool = False, depth_noise: float | None = None,
+                depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE) -> dict:
+    """Write n scenes as a COCO part dataset (+ object json); returns a summary with counts and paths.
+    depth (or depth_noise, a noise level): also depth images, K and GT 3D part centres (world_depth.py)."""
     check_world_args(n, size, split)
     out = Path(out)
+    depth = depth or depth_noise is not None
+    if depth:
+        depth_range, depth_noise = check_depth_range(depth_range), check_depth_noise(depth_noise)
     images, part_anns, object_anns = [], [], []
     for index in range(n):
         scene = render_scene(seed, index, size, split)
@@ -356,6 +367,9 @@ def write_world(out: str | Path, n: int, seed: int, size: int = DEFAULT_SIZE, sp
             part_anns.append({"id": ann_id, "image_id": image_id, "category_id": part.class_index + 1,
                               "object_id": object_ids[part.object_index], **mask_annotation(scene.part_ids == k)})
             object_anns[object_ids[part.object_index] - 1]["part_ids"].append(ann_id)
+        if depth:
+            add_depth(out, split, index, seed, scene, images[-1], part_anns[len(part_anns) - len(scene.parts):],
+                      depth_noise, depth_range)
     info = {"description": "wps-sam procedural part world", "seed": seed, "split": split, "size": size,
             "generator_version": GENERATOR_VERSION}
     kind_of = {p: kind for kind, parts in KIND_PARTS.items() for p in parts}

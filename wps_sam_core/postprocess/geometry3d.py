@@ -117,21 +117,8 @@ def lift_to_3d(result: "PartSegmentation", depth: np.ndarray, intrinsics: Camera
     to it. One pass over the instance map: the valid part pixels are grouped by instance (a radix sort of
     the instance index), then each part's median and MAD come from linear-time partitions."""
     instances = result.instances
-    _check_inputs(result.instance_ids, depth, intrinsics, depth_scale)
-    lut = np.full(65536, -1, np.int32)  # instance id (uint16 map value) -> position in `instances`
-    lut[[inst.instance_id for inst in instances]] = np.arange(len(instances))
-    pix, z = _valid_part_pixels(result.instance_ids, depth, depth_scale)
-    index = lut[result.instance_ids.reshape(-1)[pix]]
-    keep = index >= 0  # a map value no instance claims (should not happen) is not a part
-    pix, z, index = pix[keep], z[keep], index[keep]
-    order = np.argsort(index.astype(np.int16 if len(instances) < 32768 else np.int32), kind="stable")  # radix sort
-    points = _back_project(pix[order], z[order], intrinsics)
-    bounds = np.concatenate(([0], np.cumsum(np.bincount(index, minlength=len(instances)))))
-    centre, size = np.zeros((len(instances), 3)), np.zeros((len(instances), 3))
-    n_in = np.zeros(len(instances), np.int64)
-    for i in np.flatnonzero(bounds[1:] > bounds[:-1]):  # per part: O(its pixels) partitions, no sort
-        centre[i], size[i], n_in[i] = _robust_centre(points[:, bounds[i]: bounds[i + 1]])
-
+    centre, size, n_in = instance_centres(result.instance_ids, [inst.instance_id for inst in instances], depth,
+                                          intrinsics, depth_scale)
     parts, no_depth = [], []
     for i, inst in enumerate(instances):
         if n_in[i] == 0:
@@ -140,6 +127,29 @@ def lift_to_3d(result: "PartSegmentation", depth: np.ndarray, intrinsics: Camera
         parts.append(Part3D(inst.instance_id, inst.class_id, inst.class_name, float(inst.score),
                             tuple(float(v) for v in centre[i]), tuple(float(v) for v in size[i]), int(n_in[i])))
     return Lifted3D(parts, no_depth)
+
+
+def instance_centres(instance_map: np.ndarray, ids: Sequence[int], depth: np.ndarray, intrinsics: CameraIntrinsics,
+                     depth_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The robust centre (N x 3), inlier extent (N x 3) and inlier count (N) of the pixels of each of the N
+    `ids` in `instance_map` (integer HxW); count 0 (and zeros) where an id has no valid depth. lift_to_3d's
+    arithmetic, also used for the world's ground truth on its annotation maps."""
+    _check_inputs(instance_map, depth, intrinsics, depth_scale)
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    pix, z = _valid_part_pixels(instance_map, depth, depth_scale)
+    values = instance_map.reshape(-1)[pix].astype(np.int64)
+    lut = np.full(max(int(ids.max(initial=0)), 0) + 2, -1, np.int32)  # map value -> position in ids; last: others
+    lut[ids[ids >= 0]] = np.flatnonzero(ids >= 0)
+    index = lut[np.clip(values, 0, lut.size - 1)]
+    keep = index >= 0  # a map value no id claims is not a part
+    pix, z, index = pix[keep], z[keep], index[keep]
+    order = np.argsort(index.astype(np.int16 if ids.size < 32768 else np.int32), kind="stable")  # radix sort
+    points = _back_project(pix[order], z[order], intrinsics)
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(index, minlength=ids.size))))
+    centre, size, n_in = np.zeros((ids.size, 3)), np.zeros((ids.size, 3)), np.zeros(ids.size, np.int64)
+    for i in np.flatnonzero(bounds[1:] > bounds[:-1]):  # per part: linear-time partitions, no sort
+        centre[i], size[i], n_in[i] = _robust_centre(points[:, bounds[i]: bounds[i + 1]])
+    return centre, size, n_in
 
 
 def part_points(result: "PartSegmentation", depth: np.ndarray, intrinsics: CameraIntrinsics,
