@@ -1,17 +1,15 @@
-"""Embedding cache: equals the encoder, refuses stale/incomplete caches, survives SIGKILL mid-build."""
+"""Embedding cache: equals the encoder, refuses stale/incomplete caches and folders holding something else.
+(Several processes, SIGKILL mid-build and resume: test_cache_ranks.py.)"""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
+import shutil
 
 import pytest
 import torch
 
 from wps_sam_core.cli import main
-from wps_sam_core.distill.cache import EmbeddingCache, build_cache, image_sha1, provenance_for, shard_name
+from wps_sam_core.distill.cache import BUILD_FILE, EmbeddingCache, build_cache, image_sha1, provenance_for, shard_name
 from wps_sam_core.errors import WpsSamError
 from wps_sam_core.preprocess import SamTransform, normalize_and_pad
 
@@ -51,35 +49,6 @@ def test_stale_and_incomplete_caches_are_refused(tmp_path, tiny_model):
     (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(WpsSamError, match="incomplete"):
         EmbeddingCache(tmp_path / "c").check(prov)
-
-
-def test_sigkill_mid_build_then_rerun_redoes_nothing_finished(tmp_path, small_world, tiny_files):
-    sam_path, _ = tiny_files
-    args = [sys.executable, "-m", "wps_sam_core.cli", "cache", "--data", str(small_world), "--split", "train",
-            "--sam-type", "tiny", "--sam-checkpoint", str(sam_path), "--shard-size", "2", "--batch-size", "1",
-            "--device", "cpu"]
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(args + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = killed / "manifest.json"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if manifest.exists() and len(json.loads(manifest.read_text())["finished_shards"]) >= 2:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished = json.loads(manifest.read_text())["finished_shards"]
-    assert 0 < len(finished) < 6, "killed mid-way"
-    stamps = {s: (killed / shard_name(s)).stat().st_mtime_ns for s in finished}
-
-    assert subprocess.run(args + ["--out", str(killed)], capture_output=True).returncode == 0
-    assert {s: (killed / shard_name(s)).stat().st_mtime_ns for s in finished} == stamps  # not redone
-    assert subprocess.run(args + ["--out", str(tmp_path / "clean")], capture_output=True).returncode == 0
-    a, b = EmbeddingCache(killed), EmbeddingCache(tmp_path / "clean")
-    assert a.complete and [e.key for e in a.entries] == [e.key for e in b.entries]
-    for entry in b.entries:
-        assert torch.equal(a.get(entry.key)[0], b.get(entry.key)[0])
-    assert not list(killed.glob("*.tmp"))
 
 
 def world_files(root, seed, n=4):
@@ -182,3 +151,73 @@ def test_cli_cache_of_other_images_with_the_same_names_is_refused(tmp_path, tiny
     assert "holds another cache: variants orig (cache) vs orig+hflip (now; hflip = --hflip);" in capsys.readouterr().err
     assert cache("world1", "--shard-size", "2") == 0  # the same build: complete, nothing redone
     assert json.loads(capsys.readouterr().out)["complete"] is True
+
+
+# ---- what a folder may hold while a build is unfinished -----------------------------------------------------
+def record(prov) -> dict:
+    """build.json of `build_cache(..., items(3), shard_size=1)`."""
+    return {"format_version": 2, "provenance": prov.to_json(), "shard_size": 1, "variants": ["orig"],
+            "keys": ["img0.png", "img1.png", "img2.png"]}
+
+
+def test_the_manifest_comes_last_and_a_rerun_finishes_an_unfinished_build(tmp_path, tiny_model):
+    prov = provenance_for(tiny_model.sam, "tiny")
+    full = build_cache(tmp_path / "full", tiny_model.sam, prov, items(3), shard_size=1, progress=False)
+    (tmp_path / "c").mkdir()  # a build killed after its first shard: build.json and shard 0, no manifest
+    (tmp_path / "c" / BUILD_FILE).write_text(json.dumps(record(prov)))
+    shutil.copy(tmp_path / "full" / shard_name(0), tmp_path / "c")
+    with pytest.raises(WpsSamError, match=r"embedding cache \S+ is unfinished \(a build was stopped; no manifest.json "
+                                          r"yet\); rerun the same `wps-sam cache` command to finish it"):
+        EmbeddingCache(tmp_path / "c")  # what training says: not a cache yet
+    done = build_cache(tmp_path / "c", tiny_model.sam, prov, items(3), shard_size=1, progress=False)
+    assert done.complete and not (tmp_path / "c" / BUILD_FILE).exists()
+    assert (tmp_path / "c" / "manifest.json").read_bytes() == (tmp_path / "full" / "manifest.json").read_bytes()
+    assert [e.key for e in done.entries] == [e.key for e in full.entries]
+
+
+def test_folders_holding_something_else_are_refused(tmp_path, tiny_model):
+    prov = provenance_for(tiny_model.sam, "tiny")
+    build_cache(tmp_path / "full", tiny_model.sam, prov, items(3), shard_size=1, progress=False)
+    manifest = json.loads((tmp_path / "full" / "manifest.json").read_text())
+
+    old = tmp_path / "old"  # a killed build of an older wps-sam: a manifest listing some shards as finished
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({**manifest, "finished_shards": [0]}))
+    with pytest.raises(WpsSamError, match=r"^\S+old holds an unfinished cache written by an older wps-sam \(manifest.json "
+                                          r"lists 1 finished shards\); delete the folder and rerun `wps-sam cache`$"):
+        build_cache(old, tiny_model.sam, prov, items(3), shard_size=1, progress=False)
+
+    stray = tmp_path / "stray"  # shards, but nothing saying what they are
+    stray.mkdir()
+    (stray / shard_name(0)).write_bytes((tmp_path / "full" / shard_name(0)).read_bytes())
+    with pytest.raises(WpsSamError, match="stray holds cache shards but neither manifest.json nor build.json"):
+        build_cache(stray, tiny_model.sam, prov, items(3), shard_size=1, progress=False)
+
+    mixed = tmp_path / "mixed"  # this build's record, but shard 1 is another build's shard 0
+    mixed.mkdir()
+    (mixed / BUILD_FILE).write_text(json.dumps(record(prov)))
+    (mixed / shard_name(1)).write_bytes((tmp_path / "full" / shard_name(0)).read_bytes())
+    with pytest.raises(WpsSamError, match=r"cache shard \S+shard_00001.safetensors holds other entries than this "
+                                          r"build's shard 1 \(first: \[\[0, 'img0.png', 'orig'\]\], expected "
+                                          r"\[\[1, 'img1.png', 'orig'\]\]\); delete it and rerun"):
+        build_cache(mixed, tiny_model.sam, prov, items(3), shard_size=1, progress=False)
+    (mixed / shard_name(1)).write_bytes(b"garbage")
+    with pytest.raises(WpsSamError, match=r"cannot read cache shard \S+shard_00001.safetensors \(SafetensorError"):
+        build_cache(mixed, tiny_model.sam, prov, items(3), shard_size=1, progress=False)
+    (mixed / BUILD_FILE).write_text("{")
+    with pytest.raises(WpsSamError, match="corrupt cache build record .*build.json"):
+        build_cache(mixed, tiny_model.sam, prov, items(3), shard_size=1, progress=False)
+    (mixed / BUILD_FILE).write_text(json.dumps({**record(prov), "shard_size": 2}))
+    with pytest.raises(WpsSamError, match=r"mixed holds another cache: shard size 2 \(cache\) vs 1 \(now\)"):
+        build_cache(mixed, tiny_model.sam, prov, items(3), shard_size=1, progress=False)
+    for folder in (old, stray, mixed):
+        assert not (folder / "manifest.json").exists() or folder == old
+
+
+@pytest.mark.parametrize("flag,value", [("--devices", 0), ("--num-nodes", 0), ("--timeout-min", 0)])
+def test_cli_cache_process_flags_are_checked_before_starting(tmp_path, small_world, flag, value, capsys):
+    argv = ["cache", "--data", str(small_world), "--out", str(tmp_path / "c"), "--sam-type", "tiny",
+            "--sam-checkpoint", "random", "--accelerator", "cpu", "--no-progress", flag, str(value)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"wps-sam cache: error: {flag} must be > 0, got {value}"
+    assert not (tmp_path / "c").exists()

@@ -1,13 +1,13 @@
 """Embedding cache: run the frozen SAM encoder once per image (and flip variant), reuse every epoch.
 
-Layout of a cache folder:
+Layout of a cache folder (this module reads it; cache_build.py builds it, in one process or on many):
   manifest.json          provenance (SAM type, checkpoint hash, preprocessing) + entries + finished shards
-                         + the sha1 of each image file's bytes ("images": key -> sha1)
-  shard_00000.safetensors fp16 embeddings, tensor name = entry index
+                         + the sha1 of each image file's bytes ("images": key -> sha1); written once, atomically,
+                         when every shard is there: a manifest means a complete cache
+  shard_00000.safetensors fp16 embeddings, tensor name = entry index; the header lists the shard's entries
+  build.json             only while a build is unfinished: what it builds (a rerun continues it)
 
-Shards and the manifest are written atomically, the manifest after each shard: a killed build leaves
-only finished shards listed, and a rerun continues from there (finished shards are not redone). A
-cache whose provenance differs from the model's, or whose images are not the dataset's (same file name,
+A cache whose provenance differs from the model's, or whose images are not the dataset's (same file name,
 other bytes), is refused, never silently used. Caches of format 1 (no image hashes) are refused with a
 line saying to rebuild them.
 """
@@ -26,14 +26,13 @@ import torch
 from segment_anything.modeling import Sam
 
 from ..errors import WpsSamError
-from ..io_utils import atomic_path, atomic_write_text
 from ..modeling.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
-from ..preprocess import SamTransform, normalize_and_pad
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 2  # 2: per-image content hashes ("images" in the manifest)
 VARIANTS = ("orig", "hflip")
+BUILD_FILE = "build.json"  # what an unfinished build builds (cache_build.py); gone once manifest.json is written
 NO_HASH = ""  # an image cached from memory (a loader, not a file): its content cannot be checked later
 ImageSource = Union[str, os.PathLike, Callable[[], np.ndarray]]  # an image file, or a loader of RGB uint8
 
@@ -97,6 +96,9 @@ class EmbeddingCache:
         self.root = Path(root)
         manifest_path = self.root / "manifest.json"
         if not manifest_path.is_file():
+            if (self.root / BUILD_FILE).is_file():
+                raise WpsSamError(f"embedding cache {self.root} is unfinished (a build was stopped; no manifest.json "
+                                  f"yet); rerun the same `wps-sam cache` command to finish it")
             raise WpsSamError(f"no embedding cache at {self.root} (manifest.json missing)")
         try:
             manifest = json.loads(manifest_path.read_text())
@@ -190,123 +192,10 @@ def shard_name(shard: int) -> str:
     return f"shard_{shard:05d}.safetensors"
 
 
-def _plan_differences(existing: EmbeddingCache, provenance: CacheProvenance, plan: list[tuple[str, str]],
-                      variants: Sequence[str], shard_size: int, hashes: dict[str, str]) -> list[str]:
-    """What differs between a cache folder and a build asked for, in words (empty: the same build)."""
-    diffs: list[str] = []
-    old, new = existing.provenance, provenance.to_json()
-    diffs += [f"{k} {old.get(k)!r} (cache) vs {new[k]!r} (now)" for k in sorted(new) if old.get(k) != new[k]]
-    if existing.shard_size != shard_size:
-        diffs.append(f"shard size {existing.shard_size} (cache) vs {shard_size} (now)")
-    if set(existing.variants) != set(variants):
-        diffs.append(f"variants {'+'.join(existing.variants) or 'none'} (cache) vs {'+'.join(variants)} (now; "
-                     f"hflip = --hflip)")
-    old_keys = list(dict.fromkeys(e.key for e in existing.entries))
-    new_keys = list(dict.fromkeys(key for key, _ in plan))
-    gone, added = set(old_keys) - set(new_keys), set(new_keys) - set(old_keys)
-    if gone:
-        diffs.append(f"{len(gone)} cached images are not in this image list ({_examples(gone)})")
-    if added:
-        diffs.append(f"{len(added)} images are not in the cache ({_examples(added)})")
-    if not (gone or added) and old_keys != new_keys:
-        diffs.append("the images are listed in another order")
-    changed = [k for k in new_keys if k in existing.image_hashes and existing.image_hashes[k] != hashes[k]]
-    if changed:
-        diffs.append(f"{len(changed)} images have the cached names but other content ({_examples(changed)})")
-    return diffs
+def __getattr__(name: str):
+    """`build_cache` lives in cache_build.py (which imports this module); importable from here as before."""
+    if name == "build_cache":
+        from .cache_build import build_cache
 
-
-def build_cache(
-    root: str | Path,
-    sam: Sam,
-    provenance: CacheProvenance,
-    items: Sequence[tuple[str, ImageSource]],
-    variants: Sequence[str] = ("orig",),
-    shard_size: int = 64,
-    batch_size: int = 4,
-    progress: bool = True,
-) -> EmbeddingCache:
-    """Encode `items` (key, image file or loader) with `sam`'s image encoder into a cache at `root`, resuming a
-    killed build. Image files are hashed (sha1 of their bytes) into the manifest, so a cache is only ever used
-    for the same images; images from loaders get no hash and cannot be checked later (a warning says so). A folder holding
-    another cache (other weights, preprocessing, shard size, variants or images) is refused, naming the
-    differences."""
-    from safetensors.torch import save_file
-    from tqdm import tqdm
-
-    from ..image_io import read_image_rgb
-
-    root = Path(root)
-    bad = sorted(set(variants) - set(VARIANTS))
-    if bad:
-        raise WpsSamError(f"unknown cache variants {bad}; choose from {VARIANTS}")
-    if shard_size < 1 or batch_size < 1:
-        raise WpsSamError(f"shard size and batch size must be >= 1, got {shard_size} and {batch_size}")
-    plan = [(key, variant) for key, _ in items for variant in variants]
-    loaders = {key: source if callable(source) else (lambda p=source: read_image_rgb(p)) for key, source in items}
-    hashes = {key: NO_HASH if callable(source) else image_sha1(source) for key, source in items}
-    manifest_path = root / "manifest.json"
-    finished: set[int] = set()
-    if manifest_path.exists():
-        existing = EmbeddingCache(root)
-        existing.refuse_old_format()
-        diffs = _plan_differences(existing, provenance, plan, variants, shard_size, hashes)
-        if diffs:
-            raise WpsSamError(f"{root} holds another cache: {'; '.join(diffs)}; use an empty folder or delete it")
-        finished = {s for s in existing.finished if (root / shard_name(s)).is_file()}
-    transform = SamTransform(sam.image_encoder.img_size)
-    device = next(sam.image_encoder.parameters()).device
-    entries: list[dict] = []
-    for i, (key, variant) in enumerate(plan):  # geometry needs only sizes: cheap, done for every entry
-        entries.append({"key": key, "variant": variant, "shard": i // shard_size})
-    num_shards = (len(plan) + shard_size - 1) // shard_size
-
-    def write_manifest() -> None:
-        atomic_write_text(manifest_path, json.dumps({
-            "format_version": CACHE_FORMAT_VERSION, "provenance": provenance.to_json(), "shard_size": shard_size,
-            "finished_shards": sorted(finished), "images": hashes, "entries": entries,
-        }, indent=1))
-
-    geometry_known = manifest_path.exists()
-    if geometry_known:  # reuse sizes recorded by the interrupted run
-        old = json.loads(manifest_path.read_text())["entries"]
-        for new, prev in zip(entries, old):
-            new.update(original_size=prev["original_size"], input_size=prev["input_size"])
-    else:
-        for e in entries:
-            e.update(original_size=[0, 0], input_size=[0, 0])
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".*.tmp"):  # left by a killed build (atomic_path cleans up on errors, not on SIGKILL)
-        stale.unlink()
-    todo = [s for s in range(num_shards) if s not in finished]
-    if finished:
-        log.info("resuming cache %s: %d of %d shards already done", root, len(finished), num_shards)
-    done = sum(1 for e in entries if e["shard"] in finished)
-    bar = tqdm(total=len(plan), initial=done, disable=not progress, desc="caching embeddings", unit="img")
-    for shard in todo:
-        tensors: dict[str, torch.Tensor] = {}
-        indices = list(range(shard * shard_size, min(len(plan), (shard + 1) * shard_size)))
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start: start + batch_size]
-            resized = []
-            for i in chunk:
-                key, variant = plan[i]
-                rgb = loaders[key]()
-                if variant == "hflip":
-                    rgb = np.ascontiguousarray(rgb[:, ::-1])
-                tensor, geometry = transform.resize_image(rgb)
-                entries[i].update(original_size=list(geometry.original_size), input_size=list(geometry.input_size))
-                resized.append(tensor)
-            with torch.inference_mode():
-                embeddings = sam.image_encoder(normalize_and_pad(sam, resized).to(device))
-            for i, emb in zip(chunk, embeddings):
-                tensors[str(i)] = emb.half().cpu().contiguous()
-            bar.update(len(chunk))
-        with atomic_path(root / shard_name(shard)) as tmp:
-            save_file(tensors, str(tmp))
-        finished.add(shard)
-        write_manifest()
-    bar.close()
-    if not todo:
-        write_manifest()
-    return EmbeddingCache(root)
+        return build_cache
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,6 +31,7 @@ from .cache import EmbeddingCache, provenance_for
 from .config import TrainConfig, config_from_dict
 from .dataset import DistillDataset, collate, epoch_batches
 from .losses import WPSCriterion
+from .processes import launch, make_fabric
 from .run_folder import (BEST_PROMPTER, CONFIG_FILE, LAST_PROMPTER, STATE_FILE, SUMMARY_FILE, check_resume,
                          config_changes, prepare_out_dir, read_state, write_config)
 from .runlog import RunLog
@@ -114,25 +115,15 @@ class Trainer:
 
     # ---- setup ---------------------------------------------------------------------------
     def _fabric(self):
-        import lightning as L
-
-        if logging.getLogger().handlers:  # the CLI's root handler prints Lightning's lines: not its own copy too
-            for name in ("lightning.fabric", "lightning_fabric", "lightning"):
-                if logging.getLogger(name).handlers:
-                    logging.getLogger(name).propagate = False
         run = self.cfg.run
-        multi = run.devices * run.num_nodes > 1
-        return L.Fabric(accelerator=run.accelerator, devices=run.devices, num_nodes=run.num_nodes,
-                        strategy="ddp" if multi else "auto", precision=run.precision)
+        return make_fabric(run.accelerator, run.devices, run.num_nodes, run.precision)
 
     def _data(self, split: str) -> CocoPartDataset:
         return CocoPartDataset.from_root(self.cfg.data.root, split, skip_bad=self.cfg.data.skip_bad)
 
     def run(self) -> dict:
         self.fabric = self._fabric()
-        self.fabric.launch()
-        if not self.fabric.is_global_zero:  # one copy of every line: rank 0's (all ranks do the same work)
-            logging.getLogger("wps_sam_core").setLevel(logging.ERROR)
+        launch(self.fabric)  # all ranks do the same work; one copy of every log line: rank 0's
         self._prepare_folder()
         return self._loop(self._setup())
 
@@ -204,6 +195,7 @@ class Trainer:
         self.prompter, self.optimizer = fabric.setup(prompter, optimizer)
         self.criterion = WPSCriterion(train_set.num_classes, cfg.loss).to(fabric.device)
         self.meta = dict(config=prompter_cfg, class_names=train_set.class_names, sam_type=sam_type,
+                         object_classes=list(train_set.category_map.object_classes),
                          image_size=sam_cfg.image_size, sam_checkpoint_sha256=self.sam_sha)
         return run
 
