@@ -1,7 +1,9 @@
 """Prompter checkpoints: safetensors with only the trainable weights plus metadata.
 
 SAM weights are referenced (type, and the hash of the SAM checkpoint when known), never
-copied. A content hash over the tensors is stored and verified on load; files are written
+copied. The class-to-object table ({part class: object class}, metadata "part_objects") travels with
+the class names; a checkpoint written before it existed gets it derived from the class names
+("mug_handle" -> "mug", a one-word name -> "unknown": postprocess/objects.py), logged at INFO. A content hash over the tensors is stored and verified on load; files are written
 atomically. Loading never unpickles anything.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from .errors import WpsSamError
 from .io_utils import atomic_path
 from .modeling.prompter import Prompter, PrompterConfig
+from .postprocess.objects import derive_object_classes, object_table
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,13 @@ class PrompterCheckpoint:
     state_dict: dict[str, torch.Tensor]
     sam_checkpoint_sha256: str = ""  # empty: random/unknown SAM weights
     info: dict[str, Any] = field(default_factory=dict)  # free-form: training run, metrics, seeds
+    object_classes: list[str] = field(default_factory=list)  # object class of each part class; [] = from the names
+
+    def __post_init__(self) -> None:
+        if not self.object_classes:
+            self.object_classes = list(derive_object_classes(self.class_names))
+        if len(self.object_classes) != len(self.class_names):
+            raise WpsSamError(f"{len(self.object_classes)} object classes for {len(self.class_names)} part classes")
 
     def build_prompter(self, embedding_size: int) -> Prompter:
         prompter = Prompter(self.config, embedding_size)
@@ -99,6 +109,7 @@ def save_prompter_checkpoint(path: str | Path, ckpt: PrompterCheckpoint) -> Path
         "sam_type": ckpt.sam_type,
         "image_size": str(ckpt.image_size),
         "class_names": json.dumps(ckpt.class_names),
+        "part_objects": json.dumps(dict(zip(ckpt.class_names, ckpt.object_classes))),
         "prompter_config": json.dumps(ckpt.config.to_dict()),
         "sam_checkpoint_sha256": ckpt.sam_checkpoint_sha256,
         "info": json.dumps(ckpt.info, default=str),
@@ -140,8 +151,14 @@ def load_prompter_checkpoint(path: str | Path) -> PrompterCheckpoint:
             sam_checkpoint_sha256=meta.get("sam_checkpoint_sha256", ""),
             info=json.loads(meta.get("info", "{}")),
         )
+        part_objects = json.loads(meta["part_objects"]) if "part_objects" in meta else None
     except (KeyError, ValueError, TypeError) as exc:
         raise WpsSamError(f"{path}: malformed prompter metadata ({exc})") from None
     if len(ckpt.class_names) != ckpt.config.num_classes:
         raise WpsSamError(f"{path}: {len(ckpt.class_names)} class names for {ckpt.config.num_classes} classes")
+    if part_objects is None:
+        log.info("%s records no part-to-object table (written before it existed); derived from the class names: %s",
+                 path, dict(zip(ckpt.class_names, ckpt.object_classes)))
+    else:
+        ckpt.object_classes = list(object_table(ckpt.class_names, part_objects, str(path)))
     return ckpt

@@ -28,6 +28,17 @@ def embedded_metadata() -> dict[str, Any]:
     return json.loads(EMBEDDED_METADATA.read_text()) if EMBEDDED_METADATA.is_file() else {}
 
 
+def embedded_object_classes() -> tuple[str, ...] | None:
+    """The shipped prompter's class-to-object table, from the model card's prompter.part_objects (the prompter
+    file predates the table; its class names spell the same: test_embedded_model); None without a card."""
+    from .postprocess.objects import object_table
+
+    prompter = embedded_metadata().get("prompter", {})
+    if "part_objects" not in prompter:
+        return None
+    return object_table(prompter["class_names"], prompter["part_objects"], str(EMBEDDED_METADATA))
+
+
 def load_embedded_segmenter(device: str = DEFAULT_DEVICE, precision: str = DEFAULT_PRECISION,
                             settings: SegmenterSettings | None = None) -> PartSegmenter:
     """PartSegmenter over the shipped weights (no network, no extra files); it carries DEMO_MODEL_CAVEAT."""
@@ -36,7 +47,9 @@ def load_embedded_segmenter(device: str = DEFAULT_DEVICE, precision: str = DEFAU
             f"no embedded default model in {ASSETS_DIR}; pass --prompter (and --sam-checkpoint) "
             f"or reinstall the package"
         )
-    return PartSegmenter.from_checkpoints(
+    seg = PartSegmenter.from_checkpoints(
         EMBEDDED_PROMPTER, EMBEDDED_SAM_TYPE, EMBEDDED_SAM_WEIGHTS, device, precision, settings,
         description=EMBEDDED_DESCRIPTION, caveat=DEMO_MODEL_CAVEAT,
     )
+    seg.object_classes = embedded_object_classes() or seg.object_classes
+    return seg

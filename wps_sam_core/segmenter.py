@@ -9,71 +9,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from .backends import BACKENDS, DEFAULT_BACKEND, DEFAULT_PROVIDERS
+from .backends.base import Runner
+# settings and device rules live in settings.py and backends/torch_runner.py; still importable from here
+from .backends.torch_runner import DEFAULT_DEVICE, DEFAULT_PRECISION, PRECISIONS, TorchRunner, resolve_device  # noqa: F401
 from .errors import WpsSamError
 from .modeling.wpssam import WPSSAM
 from .postprocess.dedup import deduplicate, merge_duplicates
-from .preprocess import ImageGeometry, SamTransform, normalize_and_pad, to_rgb_uint8
+from .postprocess.masks import upscale_masks
+from .postprocess.objects import PartObject, derive_object_classes, with_objects
+from .preprocess import ImageGeometry, SamTransform, sam_input_batch, to_rgb_uint8
+from .settings import DEDUP_METHOD, DEFAULT_DEDUP_IOU, OVERLAP_ORDERS, SegmenterSettings  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEFAULT_PRECISION = "fp32"
-DEFAULT_DEVICE = "auto"  # cuda if available, else cpu
-# Where part masks overlap, which one keeps the pixel. Parts nest (a window inside a car body, a cap
-# on a bottle): painting smaller masks over larger ones keeps the nested part visible, whereas
-# "score" lets a confident body mask swallow its windows. Ties fall back to the score.
-OVERLAP_ORDERS = ("smaller_on_top", "score")
-# Duplicate suppression (postprocess/dedup.py), chosen by PQ on the world's val split (docs/results.md,
-# training/dedup_table.py): the method ("merge": same-class masks linked by IoU > dedup_iou, also through
-# each other, become the best-scored one holding their union) and the default dedup_iou.
-DEDUP_METHOD = "merge"
-DEFAULT_DEDUP_IOU = 0.35
-
-
-@dataclass(frozen=True)
-class SegmenterSettings:
-    """Run-time knobs; immutable, swapped whole so a concurrent frame sees one consistent set."""
-
-    score_threshold: float = 0.5
-    mask_threshold: float = 0.0
-    max_instances: int = 25
-    class_filter: tuple[str, ...] = ()  # class names to keep; empty = all
-    overlap: str = OVERLAP_ORDERS[0]  # see OVERLAP_ORDERS
-    # same-class masks overlapping more than this (mask IoU) are one part: merged into the best-scored
-    # one before painting (postprocess/dedup.py, method DEDUP_METHOD); 0 = off
-    dedup_iou: float = DEFAULT_DEDUP_IOU
-
-    def validated(self, class_names: Sequence[str]) -> "SegmenterSettings":
-        for name, kind in (("score_threshold", Real), ("mask_threshold", Real), ("max_instances", Integral),
-                           ("dedup_iou", Real)):
-            value = getattr(self, name)  # a str, bool or 2.5 would otherwise fail far away, mid-frame
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise WpsSamError(f"{name} must be {'an integer' if kind is Integral else 'a number'}, got {value!r}")
-        if self.overlap not in OVERLAP_ORDERS:
-            raise WpsSamError(f"overlap must be one of {list(OVERLAP_ORDERS)}, got {self.overlap!r}")
-        if not all(isinstance(n, str) for n in self.class_filter):
-            raise WpsSamError(f"class_filter must be class names, got {self.class_filter!r}")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise WpsSamError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if not 0.0 <= self.dedup_iou <= 1.0:  # also refuses NaN
-            raise WpsSamError(f"dedup_iou must be in [0, 1] (0 = off), got {self.dedup_iou}")
-        if not np.isfinite(self.mask_threshold):
-            raise WpsSamError(f"mask_threshold must be finite, got {self.mask_threshold}")
-        if not 1 <= self.max_instances <= 65535:
-            raise WpsSamError(f"max_instances must be in [1, 65535], got {self.max_instances}")
-        unknown = sorted(set(self.class_filter) - set(class_names))
-        if unknown:
-            raise WpsSamError(f"class_filter names unknown classes {unknown}; known: {list(class_names)}")
-        return self
 
 
 @dataclass
@@ -85,12 +40,15 @@ class PartInstance:
     box_xyxy: tuple[float, float, float, float]  # original pixels, x1/y1 exclusive (pixel edges)
     mask: np.ndarray = field(repr=False)  # HxW bool, the visible (overlap-resolved) pixels
     iou_prediction: float = 0.0  # SAM's own mask-quality estimate
+    object_id: int = 0  # the object it belongs to: PartSegmentation.objects (postprocess/objects.py); 0 = not linked
+    object_class: str = ""  # that object's class (the class-to-object table); "" = not linked
 
     def to_json(self) -> dict[str, Any]:
         return {
             "instance_id": self.instance_id, "class_id": self.class_id, "class_name": self.class_name,
             "score": round(self.score, 6), "box_xyxy": [round(v, 2) for v in self.box_xyxy],
             "area": int(self.mask.sum()), "iou_prediction": round(self.iou_prediction, 6),
+            "object_id": self.object_id, "object_class": self.object_class,
         }
 
 
@@ -100,24 +58,15 @@ class PartSegmentation:
     instance_ids: np.ndarray  # HxW uint16: 0 none, i = instances[i - 1]
     instances: list[PartInstance]
     class_names: list[str]  # class k is class_names[k - 1]
+    objects: list[PartObject] = field(default_factory=list)  # the parts' objects (postprocess/objects.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "image_size": list(self.labels.shape),
             "class_names": self.class_names,
             "instances": [inst.to_json() for inst in self.instances],
+            "objects": [obj.to_json() for obj in self.objects],
         }
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise WpsSamError(f"device {device!r} requested but CUDA is not available")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise WpsSamError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
 
 
 def label_dtype(num_classes: int) -> np.dtype:
@@ -176,13 +125,13 @@ def assemble(
 
 
 class PartSegmenter:
-    """Segment object parts in RGB images with a WPS-SAM model."""
+    """Segment object parts in RGB images with a WPS-SAM model, on any backend (backends/: torch, onnxruntime)."""
 
     dedup_method = DEDUP_METHOD  # postprocess.dedup.DEDUP_METHODS; an instance may set another (measurements)
 
     def __init__(
         self,
-        model: WPSSAM,
+        model: WPSSAM | Runner,
         class_names: Sequence[str],
         device: str = DEFAULT_DEVICE,
         precision: str = DEFAULT_PRECISION,
@@ -191,22 +140,22 @@ class PartSegmenter:
         sam_type: str = "",
         description: str = "",
         caveat: str = "",
+        object_classes: Sequence[str] | None = None,
     ) -> None:
-        """`sam_type`: the SAM registry name of `model.sam` ("" unknown); `description`: where the weights
+        """`model`: a WPSSAM (run by PyTorch on `device` in `precision`) or a backend's Runner (which brings its
+        own device and precision); `sam_type`: the SAM registry name of `model.sam` ("" unknown); `description`: where the weights
         came from, for logs and diagnostics; `caveat`: what a user must know about these weights (the
-        embedded demo model), else ""."""
-        if len(class_names) != model.prompter.cfg.num_classes:
-            raise WpsSamError(f"{len(class_names)} class names for a {model.prompter.cfg.num_classes}-class prompter")
-        if precision not in PRECISIONS:
-            raise WpsSamError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-        self.device = resolve_device(device)
-        if precision != "fp32" and self.device.type != "cuda":
-            log.warning("precision %s needs a GPU; running fp32 on %s", precision, self.device)
-            precision = "fp32"
-        self.precision = precision
+        embedded demo model), else ""; `object_classes`: the object class of each part class (the
+        class-to-object table), None = derived from the class names (postprocess/objects.py)."""
+        self.runner = model if isinstance(model, Runner) else TorchRunner(model, device, precision)
+        if len(class_names) != self.runner.num_classes:
+            raise WpsSamError(f"{len(class_names)} class names for a {self.runner.num_classes}-class prompter")
+        self.device, self.precision = self.runner.device, self.runner.precision
         self.class_names = list(class_names)
-        self.model = model.to(self.device).eval()
-        self.transform = SamTransform(model.image_size)
+        self.object_classes = tuple(derive_object_classes(class_names) if object_classes is None else object_classes)
+        if len(self.object_classes) != len(self.class_names):
+            raise WpsSamError(f"{len(self.object_classes)} object classes for {len(self.class_names)} part classes")
+        self.transform = SamTransform(self.runner.image_size)
         self._settings = (settings or SegmenterSettings()).validated(self.class_names)
         self._settings_lock = threading.Lock()
         self.sam_type = sam_type
@@ -251,7 +200,7 @@ class PartSegmenter:
         description = description or (
             f"prompter {prompter_checkpoint} on SAM {sam_type} ({sam_path or 'random weights'})")
         return cls(model, ckpt.class_names, device, precision, settings,
-                   sam_type=sam_type, description=description, caveat=caveat)
+                   sam_type=sam_type, description=description, caveat=caveat, object_classes=ckpt.object_classes)
 
     # ---- settings ------------------------------------------------------------------------
     @property
@@ -268,11 +217,20 @@ class PartSegmenter:
             self._settings = new
             return new
 
-    # ---- inference -----------------------------------------------------------------------
-    def _autocast(self):
-        dtype = PRECISIONS[self.precision]
-        return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
+    # ---- backend -------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self.runner.backend
 
+    @property
+    def model(self) -> WPSSAM:
+        """The PyTorch model (torch backend): teacher prompts of the baselines, export, training tools."""
+        if not isinstance(self.runner, TorchRunner):
+            raise WpsSamError(f"this needs the PyTorch model (SAM's prompt encoder, the prompter's weights); the "
+                              f"segmenter runs on {self.backend}: use --backend torch (node: backend: torch)")
+        return self.runner.model
+
+    # ---- inference -----------------------------------------------------------------------
     def segment(self, image: np.ndarray) -> PartSegmentation:
         return self.segment_batch([image])[0]
 
@@ -280,9 +238,8 @@ class PartSegmenter:
         """Images -> (B x C x s x s SAM embeddings, geometries); the frozen-encoder half of the pipeline."""
         rgbs = [to_rgb_uint8(img, f"image {i}") for i, img in enumerate(images)]
         resized, geometries = zip(*(self.transform.resize_image(rgb) for rgb in rgbs))
-        batch = normalize_and_pad(self.model.sam, list(resized))
-        with torch.inference_mode(), self._autocast():
-            return self.model.sam.image_encoder(batch), list(geometries)
+        with torch.inference_mode():
+            return self.runner.encode(sam_input_batch(list(resized), self.runner.image_size)), list(geometries)
 
     @torch.inference_mode()
     def segment_batch(self, images: Sequence[np.ndarray]) -> list[PartSegmentation]:
@@ -294,18 +251,21 @@ class PartSegmenter:
     def segment_embeddings(self, embeddings: torch.Tensor, geometries: Sequence[ImageGeometry]) -> list[PartSegmentation]:
         """The prompter half of the pipeline, on embeddings from `embed` (or a cache)."""
         settings = self._settings  # one snapshot for the whole batch
-        return [m.assemble(self.class_names, settings.overlap)
-                for m in self.instance_masks(embeddings, geometries, settings)]
+        return [self.assemble(m, settings) for m in self.instance_masks(embeddings, geometries, settings)]
+
+    def assemble(self, masks: InstanceMasks, settings: SegmenterSettings | None = None) -> PartSegmentation:
+        """Paint one image's masks (settings.overlap) and link the parts to their objects (object_classes)."""
+        seg = masks.assemble(self.class_names, (settings or self._settings).overlap)
+        return with_objects(seg, self.object_classes)
 
     @torch.inference_mode()
     def instance_masks(self, embeddings: torch.Tensor, geometries: Sequence[ImageGeometry],
                        settings: SegmenterSettings | None = None) -> list[InstanceMasks]:
         """segment_embeddings without the painting: each image's kept, deduplicated, overlapping masks."""
         settings = settings or self._settings
-        with self._autocast():
-            out = self.model(embeddings)
-        image_index, query_index, class_ids, scores = self._select(out.logits.float(), settings)
-        tokens = out.tokens[image_index, query_index]
+        logits, tokens = self.runner.prompt(embeddings)
+        image_index, query_index, class_ids, scores = self._select(logits, settings)
+        tokens = tokens[image_index, query_index]
         return self.decode_instances(embeddings, geometries, image_index, tokens, class_ids, scores, settings)
 
     @torch.inference_mode()
@@ -318,7 +278,7 @@ class PartSegmenter:
         1-based; `scores` None ranks overlapping masks by SAM's IoU prediction.
         """
         settings = settings or self._settings
-        return [m.assemble(self.class_names, settings.overlap) for m in
+        return [self.assemble(m, settings) for m in
                 self.decode_instances(embeddings, geometries, image_index, tokens, class_ids, scores, settings)]
 
     @torch.inference_mode()
@@ -329,9 +289,7 @@ class PartSegmenter:
         settings = settings or self._settings
         low_res = ious = None
         if len(image_index):
-            with self._autocast():
-                low_res, ious = self.model.decode(embeddings, image_index.to(embeddings.device), tokens.to(embeddings.device))
-            low_res, ious = low_res.float(), ious.float()
+            low_res, ious = self.runner.decode(embeddings, image_index, tokens)
             scores = ious if scores is None else scores
         return [self._postprocess(i, geometries[i], image_index, low_res, ious, class_ids, scores, settings)
                 for i in range(len(geometries))]
@@ -378,7 +336,7 @@ class PartSegmenter:
         if settings.dedup_iou > 0 and len(sel) > 1:  # before upscaling: one batched op on the low-res masks
             keep, logits = self._deduplicate(logits, class_ids[sel], scores[sel_dev.to(scores.device)], settings)
             sel, sel_dev = sel[keep.cpu()], sel_dev[keep.to(sel_dev.device)]
-        masks = self.model.sam.postprocess_masks(logits, geometry.input_size, geometry.original_size)
+        masks = upscale_masks(logits, self.runner.image_size, geometry.input_size, geometry.original_size)
         masks = (masks[:, 0] > settings.mask_threshold).cpu().numpy()
         return InstanceMasks(masks, class_ids[sel].numpy(), scores[sel_dev.to(scores.device)].cpu().numpy(),
                              ious[sel_dev].cpu().numpy())
@@ -395,6 +353,10 @@ def load_segmenter(
     allow_sam_mismatch: bool = False,
     sam_flag: str = "--sam-checkpoint",
     mismatch_flag: str = "--allow-sam-mismatch",
+    backend: str = DEFAULT_BACKEND,
+    onnx_dir: str | Path = "",
+    onnx_providers: str = DEFAULT_PROVIDERS,
+    onnx_threads: int = 0,
 ) -> PartSegmenter:
     """The one rule for choosing the model, shared by the CLI and the ROS node.
 
@@ -402,7 +364,24 @@ def load_segmenter(
     `sam_checkpoint`: a SAM checkpoint file, or "random" for random weights; empty is refused (see
     PartSegmenter.from_checkpoints, also for the SAM-hash check and the flag names). No prompter runs the
     embedded default model, which brings its own SAM, so a SAM checkpoint or type without a prompter is refused.
+
+    `backend` onnxruntime runs the graphs in `onnx_dir` (checked against the prompter, if one is named), or
+    this model exported on first use into the cache (backends/onnx_loading.py), on `onnx_providers` with
+    `onnx_threads` intra-op threads; `device` is then the providers' business.
     """
+    if backend not in BACKENDS:
+        raise WpsSamError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if backend == "onnxruntime":
+        from .backends.onnx_loading import load_onnx_segmenter
+
+        def torch_segmenter() -> PartSegmenter:  # the same rule and checks, for the export on first use
+            return load_segmenter(prompter, sam_type, sam_checkpoint, "cpu", "fp32", settings,
+                                  allow_sam_mismatch=allow_sam_mismatch, sam_flag=sam_flag, mismatch_flag=mismatch_flag)
+
+        return load_onnx_segmenter(prompter, sam_type, sam_checkpoint, precision, settings, onnx_dir, onnx_providers,
+                                   onnx_threads, torch_segmenter)
+    if onnx_dir:
+        raise WpsSamError(f"onnx_dir {onnx_dir} is for backend onnxruntime; the backend is {backend}")
     if prompter:
         return PartSegmenter.from_checkpoints(prompter, sam_type or None, sam_checkpoint or None, device,
                                               precision, settings, allow_sam_mismatch=allow_sam_mismatch,

@@ -3,7 +3,10 @@
 Convention used everywhere downstream:
   * index  0..C-1  — position of the category in ascending category-id order (0-based, for tensors);
   * label  index+1 — the value in label maps and the model's class id (0 = background);
-  * class_names[index] — the category's name (so label k is class_names[k - 1]).
+  * class_names[index] — the category's name (so label k is class_names[k - 1]);
+  * object_classes[index] — the object class the part belongs to (the class-to-object table): the COCO
+    category's `supercategory` (PartImageNet, the procedural world), else derived from the name
+    ("mug_handle" -> "mug"; postprocess/objects.py, where a one-word name gives "unknown").
 """
 from __future__ import annotations
 
@@ -11,16 +14,22 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..errors import WpsSamError
+from ..postprocess.objects import derive_object_classes, object_class_from_name
 
 
 @dataclass(frozen=True)
 class CategoryMap:
     category_ids: tuple[int, ...]  # ascending; position = class index
     class_names: tuple[str, ...]
+    object_classes: tuple[str, ...] = ()  # one per class; () = derived from the names
 
     def __post_init__(self) -> None:
         if len(self.category_ids) != len(self.class_names):
             raise WpsSamError(f"{len(self.category_ids)} category ids for {len(self.class_names)} names")
+        if not self.object_classes:
+            object.__setattr__(self, "object_classes", derive_object_classes(self.class_names))
+        if len(self.object_classes) != len(self.class_names):
+            raise WpsSamError(f"{len(self.object_classes)} object classes for {len(self.class_names)} names")
         if list(self.category_ids) != sorted(set(self.category_ids)):
             raise WpsSamError(f"category ids must be unique and ascending, got {list(self.category_ids)}")
         if len(set(self.class_names)) != len(self.class_names):
@@ -35,6 +44,7 @@ class CategoryMap:
         if not isinstance(categories, (list, tuple)) or not categories:
             raise WpsSamError(f"{source}: 'categories' must be a non-empty list")
         pairs: dict[int, str] = {}
+        objects: dict[int, str] = {}
         for position, cat in enumerate(categories):
             if not isinstance(cat, Mapping) or "id" not in cat or "name" not in cat:
                 raise WpsSamError(f"{source}: category #{position} needs 'id' and 'name'")
@@ -44,9 +54,12 @@ class CategoryMap:
             if cid in pairs:
                 raise WpsSamError(f"{source}: category id {cid} appears twice")
             pairs[cid] = name
+            objects[cid] = cat.get("supercategory") or object_class_from_name(name)
+            if not isinstance(objects[cid], str):
+                raise WpsSamError(f"{source}: category #{position} has a bad supercategory {objects[cid]!r}")
         ids = sorted(pairs)
         try:
-            return cls(tuple(ids), tuple(pairs[i] for i in ids))
+            return cls(tuple(ids), tuple(pairs[i] for i in ids), tuple(objects[i] for i in ids))
         except WpsSamError as exc:
             raise WpsSamError(f"{source}: {exc}") from None
 
@@ -80,4 +93,5 @@ class CategoryMap:
         return self.class_names[index]
 
     def to_coco(self) -> list[dict[str, Any]]:
-        return [{"id": cid, "name": name} for cid, name in zip(self.category_ids, self.class_names)]
+        return [{"id": cid, "name": name, "supercategory": obj}
+                for cid, name, obj in zip(self.category_ids, self.class_names, self.object_classes)]

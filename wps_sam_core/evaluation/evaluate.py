@@ -16,6 +16,8 @@ baselines. Both metric protocols are accumulated (metrics.py), and the instance 
 (instances.py: PQ / SQ / RQ, COCO mask AP, duplicates per GT) on each method's part masks before
 painting (InstanceMasks: overlapping, after the segmenter's duplicate suppression). The GT-box and
 GT-point baselines give one mask per GT instance with its GT class, scored by SAM's IoU prediction.
+Where the dataset records each part's object (`object_id`, the world), the painted parts are linked to
+their objects as the segmenter does and scored by objects.py (part-to-object assignment accuracy).
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ from ..errors import WpsSamError
 from ..preprocess import ImageGeometry
 from ..segmenter import InstanceMasks, PartSegmenter
 from .instances import InstanceMetrics
+from .geometry import DepthTruth, GeometryMetrics, gt_mask_floor
+from .objects import SUMMARY_KEYS as OBJECT_SUMMARY_KEYS, ObjectMetrics, gt_object_ids
 from .metrics import SegmentationMetrics
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,9 @@ class EvaluationResult:
     seconds: float = 0.0
     point_mode: str = DEFAULT_POINT_MODE
     instance_metrics: dict[str, InstanceMetrics] = field(default_factory=dict)  # methods that give instances
+    object_metrics: dict[str, ObjectMetrics] = field(default_factory=dict)  # the same, on a dataset with objects
+    depth_metrics: dict[str, GeometryMetrics] = field(default_factory=dict)  # 3D centre errors (depth=True)
+    depth_floor: GeometryMetrics | None = None  # the same for the GT masks themselves (depth=True)
 
     def results(self) -> dict[str, dict[str, Any]]:
         """Display name -> SegmentationMetrics.compute() plus, for a method with instances, the
@@ -88,6 +95,11 @@ class EvaluationResult:
             if method in self.instance_metrics:
                 instances = self.instance_metrics[method].compute()
                 row.update({key: instances[key] for key in INSTANCE_SUMMARY_KEYS}, instances=instances)
+            if method in self.object_metrics:
+                objects = self.object_metrics[method].compute()
+                row.update({f"object_{key}": objects[key] for key in OBJECT_SUMMARY_KEYS}, objects=objects)
+            if method in self.depth_metrics:
+                row["depth3d"] = self.depth_metrics[method].compute()
             out[display_name(method)] = row
         return out
 
@@ -179,11 +191,13 @@ def evaluate(
     progress: bool = True,
     skip_bad: bool | None = None,
     custom_methods: Mapping[str, MethodFn] | None = None,
+    depth: bool = False,
 ) -> EvaluationResult:
     """Run `methods` (ids of METHOD_NAMES) plus `custom_methods` (name -> MethodFn) over the dataset.
 
     skip_bad (default: the dataset's own setting): an image that cannot be read, or with a part
     that has no mask, is counted and left out instead of raising.
+    depth: also the 3D part-centre errors (geometry.py) on a dataset written with `wps-sam world --depth`.
     """
     from tqdm.auto import tqdm
 
@@ -200,6 +214,11 @@ def evaluate(
     metrics = {name: SegmentationMetrics(dataset.num_classes, dataset.class_names, ignore_index=None)
                for name in functions}
     instance_metrics: dict[str, InstanceMetrics] = {}
+    object_metrics: dict[str, ObjectMetrics] = {}
+    objects_of = gt_object_ids(dataset.annotation_file)  # None: the dataset does not say which object a part is of
+    depth_truth = DepthTruth(dataset.annotation_file) if depth else None
+    depth_metrics: dict[str, GeometryMetrics] = {}
+    depth_floor = GeometryMetrics() if depth else None
     count = len(dataset) if max_images is None else min(len(dataset), max_images)
     if count == 0:
         raise WpsSamError(f"{dataset.annotation_file}: no annotated images to evaluate")
@@ -217,7 +236,8 @@ def evaluate(
         gts = [gt for _, (_, gt) in loaded]
         embeddings, geometries = segmenter.embed([s.image for s in samples])
         batch = EvalBatch([i for i, _ in loaded], samples, embeddings, geometries)
-        overlap = segmenter.settings.overlap
+        for sample in samples if depth_truth is not None else ():
+            gt_mask_floor(sample, depth_truth, depth_floor, segmenter.class_names)
         for name, predict in functions.items():
             for pred, sample, gt in zip(predict(segmenter, batch), samples, gts, strict=True):
                 if isinstance(pred, InstanceMasks):
@@ -225,11 +245,19 @@ def evaluate(
                         instance_metrics[name] = InstanceMetrics(dataset.class_names)
                     instance_metrics[name].add(sample.image_id, sample.masks, sample.labels, pred.masks,
                                                pred.class_ids, pred.scores)
-                    pred = pred.assemble(segmenter.class_names, overlap).labels
+                    painted = segmenter.assemble(pred)  # painted as segment() does, parts linked to objects
+                    if objects_of is not None:
+                        object_metrics.setdefault(name, ObjectMetrics()).add(
+                            sample.masks, sample.labels, [objects_of[int(a)] for a in sample.annotation_ids],
+                            np.array([p.mask for p in painted.instances]).reshape(-1, *gt.shape),
+                            [p.class_id for p in painted.instances], [p.object_id for p in painted.instances])
+                    if depth_truth is not None:
+                        depth_metrics.setdefault(name, GeometryMetrics()).add(sample, painted, depth_truth)
+                    pred = painted.labels
                 metrics[name].update(pred, gt)
         evaluated += len(samples)
     bar.close()
     if evaluated == 0:
         raise WpsSamError(f"{dataset.annotation_file}: every image was skipped as bad ({skipped})")
     return EvaluationResult(metrics, evaluated, skipped, time.perf_counter() - started, point_mode,
-                            instance_metrics)
+                            instance_metrics, object_metrics, depth_metrics, depth_floor)

@@ -32,6 +32,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ..errors import WpsSamError
+from .objects import objects_from_parts
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,19 @@ def _mask_iou(a: _Crop, b: _Crop, min_iou: float) -> float:
     inter = int(np.count_nonzero(a.pixels[y0 - a.y0:y1 - a.y0, x0 - a.x0:x1 - a.x0]
                                  & b.pixels[y0 - b.y0:y1 - b.y0, x0 - b.x0:x1 - b.x0]))
     return inter / (a.area + b.area - inter)
+
+
+_MODE = "mask"
+_SECOND_IOU = 0.0
+
+
+def _box_iou(a: _Crop, b: _Crop) -> float:
+    y0, y1, x0, x1 = max(a.y0, b.y0), min(a.y1, b.y1), max(a.x0, b.x0), min(a.x1, b.x1)
+    if y0 >= y1 or x0 >= x1:
+        return 0.0
+    inter = (y1 - y0) * (x1 - x0)
+    area = lambda c: (c.y1 - c.y0) * (c.x1 - c.x0)
+    return inter / (area(a) + area(b) - inter)
 
 
 @dataclass
@@ -325,9 +339,23 @@ class PartTracker:
         for class_id in sorted(set(class_ids)):
             dets = [i for i, c in enumerate(class_ids) if c == class_id and crops[i] is not None]
             tracks = [(t, p) for t, p in predicted if t.class_id == class_id and p is not None]
-            iou = np.array([[_mask_iou(crops[d], p, min_iou) for _, p in tracks] for d in dets]).reshape(
-                len(dets), len(tracks))
-            matches.update({dets[r]: tracks[c][0] for r, c in _assign(iou, min_iou)})
+            if _MODE == "mean":
+                iou = np.array([[(_mask_iou(crops[d], p, 0.0) + _box_iou(crops[d], p)) / 2 for _, p in tracks]
+                                for d in dets]).reshape(len(dets), len(tracks))
+            elif _MODE == "max":
+                iou = np.array([[max(_mask_iou(crops[d], p, 0.0), _box_iou(crops[d], p)) for _, p in tracks]
+                                for d in dets]).reshape(len(dets), len(tracks))
+            else:
+                iou = np.array([[_mask_iou(crops[d], p, min_iou) for _, p in tracks] for d in dets]).reshape(
+                    len(dets), len(tracks))
+            first = {dets[r]: tracks[c][0] for r, c in _assign(iou, min_iou)}
+            matches.update(first)
+            if _MODE == "two":
+                used = set(map(id, first.values()))
+                rest = [d for d in dets if d not in first]
+                left = [(t, p) for t, p in tracks if id(t) not in used]
+                biou = np.array([[_box_iou(crops[d], p) for _, p in left] for d in rest]).reshape(len(rest), len(left))
+                matches.update({rest[r]: left[c][0] for r, c in _assign(biou, _SECOND_IOU or min_iou)})
         return matches
 
     def _age_unmatched(self, matched: set[int]) -> None:
@@ -358,7 +386,9 @@ def with_track_ids(seg, track_ids: Sequence[int]):
     Instances with track id 0 (not confirmed yet) are left out and their pixels read 0 in the instance map;
     the others keep their order (descending score) with `instance_id` = track id, and the instance map says
     the same pixel for pixel. The label map is shared unchanged: an unconfirmed part is still a part of its
-    class. `seg` itself is not modified.
+    class. Objects (postprocess/objects.py) keep their parts: each object's id becomes the lowest track id
+    among its confirmed parts and its part list names their track ids (an object with no confirmed part is
+    left out), so an object keeps its id while that part keeps its track. `seg` itself is not modified.
     """
     if len(track_ids) != len(seg.instances):
         raise WpsSamError(f"{len(track_ids)} track ids for {len(seg.instances)} instances")
@@ -366,4 +396,5 @@ def with_track_ids(seg, track_ids: Sequence[int]):
     lut[1:] = track_ids
     instances = [replace(inst, instance_id=int(track_id))
                  for inst, track_id in zip(seg.instances, track_ids) if track_id != NO_ID]
-    return replace(seg, instance_ids=lut[seg.instance_ids], instances=instances)
+    instances, objects = objects_from_parts(instances)
+    return replace(seg, instance_ids=lut[seg.instance_ids], instances=instances, objects=objects)
