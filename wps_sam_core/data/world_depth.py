@@ -12,9 +12,10 @@ Geometry, camera optical frame (x right, y down, z forward, metres), K of a D435
   window recessed, a hammer head proud of its handle, legs in front of or behind the torso, ...;
 - the foreground occluder (world.Scene.occluder) floats in front of what it hides.
 Sensor noise (noise level 1 = RealSense D4xx-like): Gaussian with sigma = level * (0.001 z + 0.002 z^2)
-(0.3 % of z at 1 m, 0.7 % at 3 m, stereo error grows with z^2), depth edges dropped (0) or smeared into
-flying pixels between the two surfaces, random holes (blobs of 0) and 1 % single-pixel dropouts, 0.2 %
-speckle (z x U(0.5, 1.5)). Written as 16UC1 PNG in millimetres, as RealSense drivers record.
+(0.3 % of z at 1 m, 0.7 % at 3 m: stereo error grows with z^2); pixels at depth edges (3x3 range > 2 % of
+z) dropped (0, 40 %) or smeared into flying pixels between the two surfaces (25 %); random holes (blobs of
+0) and 1 % single-pixel dropouts; 0.2 % speckle (z x U(0.5, 1.5)). Thin parts (legs, tails) are mostly
+edge and suffer most, as on a real sensor. Written as 16UC1 PNG in millimetres, as RealSense drivers record.
 
 Ground truth: `centre_3d_m`/`size_3d_m` of each part = geometry3d.instance_centres (the robust centre of
 lift_to_3d) of its GT mask on the NOISE-FREE depth as written (millimetres), so a 3D error measured against
@@ -112,7 +113,7 @@ def sensor_noise(depth_m: np.ndarray, rng: np.random.Generator, level: float = 1
     near, far = cv2.erode(depth_m, kernel), cv2.dilate(depth_m, kernel)
     edge = (far - near) > 0.02 * depth_m
     draw = rng.random(z.shape)
-    smear = edge & (draw < 0.5)
+    smear = edge & (draw < 0.25)
     z[smear] = near[smear] + rng.random(int(smear.sum())) * (far - near)[smear]  # flying pixels
     z += rng.normal(0.0, 1.0, z.shape) * level * (0.001 * depth_m + 0.002 * depth_m ** 2)
     speckle = rng.random(z.shape) < 0.002 * level
@@ -123,7 +124,7 @@ def sensor_noise(depth_m: np.ndarray, rng: np.random.Generator, level: float = 1
         centre = tuple(int(c) for c in rng.uniform(0, size, 2))
         axes = tuple(int(a) for a in rng.uniform(0.01, 0.05, 2) * size + 1)
         cv2.ellipse(holes, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
-    z[(edge & (draw >= 0.5)) | (holes > 0) | (rng.random(z.shape) < 0.01 * level)] = 0.0
+    z[(edge & (draw >= 0.6)) | (holes > 0) | (rng.random(z.shape) < 0.01 * level)] = 0.0
     return z
 
 

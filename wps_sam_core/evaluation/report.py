@@ -119,13 +119,44 @@ def per_class_markdown(metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_markdown(results: Mapping[str, Mapping[str, Any]], title: str = "Part segmentation results") -> str:
+def depth_markdown(results: Mapping[str, Mapping[str, Any]], floor: Mapping[str, Any] | None = None) -> str:
+    """3D part-centre errors (evaluation/geometry.py): one row per method (and the GT-mask floor) and depth
+    variant: matched parts, median / p90 error in cm overall and at 0.8-1.2 m, matched parts without depth;
+    "" when nothing was lifted."""
+    rows = [(m, r["depth3d"]) for m, r in results.items() if r.get("depth3d")]
+    if floor:
+        rows.insert(0, ("GT masks (depth noise only)", floor))
+    if not rows:
+        return ""
+    header = ["Method", "depth", "matched parts", "median (cm)", "p90 (cm)", "median at 0.8-1.2 m (cm)",
+              "p90 at 0.8-1.2 m (cm)", "parts at 0.8-1.2 m", "no depth"]
+    lines = [_row(header), _row(["---", "---"] + ["---:"] * (len(header) - 2))]
+    cm = lambda v: "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.2f}"  # noqa: E731
+    for method, variants in rows:
+        for variant, m in variants.items():
+            at_1m = next((b for b in m["by_distance"] if b["bin"] == "0.8-1.2 m"), {})
+            lines.append(_row([_escape(method), variant.replace("_", " "), str(m["matched"]), cm(m["median_m"]),
+                               cm(m["p90_m"]), cm(at_1m.get("median_m")), cm(at_1m.get("p90_m")),
+                               str(at_1m.get("matched", 0)), str(m["no_depth"])]))
+    return "\n".join(lines) + "\n"
+
+
+DEPTH_NOTE = ("3D centre error: Euclidean distance between the lift_to_3d centre of a predicted part matched to a "
+              "GT part (same class, mask IoU > 0.5) and the GT centre (lift_to_3d's robust centre of the GT mask on "
+              "the noise-free depth); 'no depth': matched parts without a valid depth pixel.")
+
+
+def render_markdown(results: Mapping[str, Mapping[str, Any]], title: str = "Part segmentation results",
+                    depth_floor: Mapping[str, Any] | None = None) -> str:
     """The full report: summary table, protocol note, the instance table (where there are instance
     metrics), one per-class table per method (and its per-class instance table)."""
     sections = [f"# {title}\n", summary_markdown(results), f"{PROTOCOL_NOTE}\n"]
     instances = instance_markdown(results)
     if instances:
         sections += ["## Part instances\n", instances, f"{INSTANCE_NOTE}\n"]
+    depth = depth_markdown(results, depth_floor)
+    if depth:
+        sections += ["## Parts in 3D\n", depth, f"{DEPTH_NOTE}\n"]
     for method, metrics in results.items():
         sections += [f"## Per class: {method}\n", per_class_markdown(metrics)]
         per_class_instances = instance_per_class_markdown(metrics)
@@ -154,10 +185,11 @@ def results_json(results: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def write_report(results: Mapping[str, Mapping[str, Any]], markdown_path: str | os.PathLike | None = None,
-                 json_path: str | os.PathLike | None = None, title: str = "Part segmentation results") -> None:
+                 json_path: str | os.PathLike | None = None, title: str = "Part segmentation results",
+                 depth_floor: Mapping[str, Any] | None = None) -> None:
     """Write the markdown report and/or the JSON results, each atomically."""
     if markdown_path is not None:
-        atomic_write_text(markdown_path, render_markdown(results, title))
+        atomic_write_text(markdown_path, render_markdown(results, title, depth_floor))
     if json_path is not None:
         atomic_write_text(json_path, results_json(results))
 
