@@ -195,3 +195,52 @@ def test_table_from_checkpoint_metadata_is_checked():
         object_table(names, {"mug_body": "mug"}, "ckpt")
     with pytest.raises(WpsSamError, match="object classes must be non-empty names"):
         object_table(names, {"mug_body": "mug", "mug_handle": ""}, "ckpt")
+
+
+# ----------------------------------------------------------------------------- checkpoint metadata
+def rewrite_metadata(src, dst, **changes):
+    """A copy of a prompter checkpoint with its metadata changed (None deletes a key); tensors unchanged."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as handle:
+        meta = dict(handle.metadata())
+        state = {k: handle.get_tensor(k) for k in handle.keys()}
+    for key, value in changes.items():
+        meta.pop(key, None) if value is None else meta.__setitem__(key, value)
+    save_file(state, str(dst), metadata=meta)
+    return dst
+
+
+def test_checkpoint_carries_the_table_and_old_ones_derive_it(tiny_files, tmp_path, caplog):
+    import json
+    import logging
+
+    from wps_sam_core.checkpoint import load_prompter_checkpoint, save_prompter_checkpoint
+
+    ckpt = load_prompter_checkpoint(tiny_files[1])
+    ckpt.class_names = ["mug_body", "mug_handle", "wheel"][:len(ckpt.class_names)]
+    ckpt.object_classes = ["mug", "mug", "car"][:len(ckpt.class_names)]
+    path = save_prompter_checkpoint(tmp_path / "new.safetensors", ckpt)
+    assert load_prompter_checkpoint(path).object_classes == ckpt.object_classes
+    old = rewrite_metadata(path, tmp_path / "old.safetensors", part_objects=None)
+    with caplog.at_level(logging.WARNING, logger="wps_sam_core.checkpoint"):
+        derived = load_prompter_checkpoint(old).object_classes
+    assert derived == ["mug", "mug", UNKNOWN_OBJECT][:len(ckpt.class_names)]
+    assert "records no part-to-object table" in caplog.text
+    table = dict(zip(ckpt.class_names, ckpt.object_classes)) | {"cup_rim": "cup"}
+    bad = rewrite_metadata(path, tmp_path / "bad.safetensors", part_objects=json.dumps(table))
+    with pytest.raises(WpsSamError, match=r"bad.safetensors: the part-to-object table names unknown part classes "
+                                          r"\['cup_rim'\]"):
+        load_prompter_checkpoint(bad)
+
+
+def test_embedded_model_table_matches_the_world_and_the_names():
+    from wps_sam_core.data.world import KIND_PARTS, PART_CLASSES
+    from wps_sam_core.embedded import embedded_available, embedded_object_classes
+
+    if not embedded_available():
+        pytest.skip("no embedded model in this installation")
+    table = embedded_object_classes()
+    assert table == tuple(kind for kind, parts in KIND_PARTS.items() for _ in parts)
+    assert table == derive_object_classes(PART_CLASSES)  # what an old checkpoint of these classes would get

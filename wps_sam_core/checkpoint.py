@@ -3,8 +3,9 @@
 SAM weights are referenced (type, and the hash of the SAM checkpoint when known), never
 copied. The class-to-object table ({part class: object class}, metadata "part_objects") travels with
 the class names; a checkpoint written before it existed gets it derived from the class names
-("mug_handle" -> "mug", a one-word name -> "unknown": postprocess/objects.py), logged at INFO. A content hash over the tensors is stored and verified on load; files are written
-atomically. Loading never unpickles anything.
+("mug_handle" -> "mug"; a one-word name -> "unknown", with a warning: postprocess/objects.py).
+A content hash over the tensors is stored and verified on load; files are written atomically.
+Loading never unpickles anything.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch
 from .errors import WpsSamError
 from .io_utils import atomic_path
 from .modeling.prompter import Prompter, PrompterConfig
-from .postprocess.objects import derive_object_classes, object_table
+from .postprocess.objects import UNKNOWN_OBJECT, derive_object_classes, object_table
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,11 @@ def load_prompter_checkpoint(path: str | Path) -> PrompterCheckpoint:
         raise WpsSamError(f"{path}: malformed prompter metadata ({exc})") from None
     if len(ckpt.class_names) != ckpt.config.num_classes:
         raise WpsSamError(f"{path}: {len(ckpt.class_names)} class names for {ckpt.config.num_classes} classes")
-    if part_objects is None:
-        log.info("%s records no part-to-object table (written before it existed); derived from the class names: %s",
-                 path, dict(zip(ckpt.class_names, ckpt.object_classes)))
+    if part_objects is None:  # a warning only where it matters: parts of an unknown object are never grouped
+        unknown = [n for n, o in zip(ckpt.class_names, ckpt.object_classes) if o == UNKNOWN_OBJECT]
+        log.log(logging.WARNING if unknown else logging.DEBUG,
+                "%s records no part-to-object table (written before it existed); derived from the class names: %s",
+                path, dict(zip(ckpt.class_names, ckpt.object_classes)))
     else:
         ckpt.object_classes = list(object_table(ckpt.class_names, part_objects, str(path)))
     return ckpt
