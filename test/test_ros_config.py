@@ -259,3 +259,18 @@ def test_params_file_syntax_error_names_line_and_column(tmp_path):
     with pytest.raises(WpsSamError, match=r"invalid YAML at line 4, column 1: expected ',' or ']'") as info:
         read_params_file(path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_backend_parameters_equal_the_core_and_cli_defaults():
+    from wps_sam_core.backends import BACKENDS, DEFAULT_BACKEND, DEFAULT_PROVIDERS
+    from wps_sam_core.cli import build_parser
+
+    assert topics.BACKEND_CHOICES == BACKENDS and topics.PARAMETERS["backend"].default == DEFAULT_BACKEND
+    assert topics.PARAMETERS["onnx_providers"].default == DEFAULT_PROVIDERS
+    for name in ("backend", "onnx_dir", "onnx_providers", "onnx_threads"):
+        assert not topics.PARAMETERS[name].runtime  # the model is built once, at start
+    for command in (["predict", "image.png", "--out", "out"], ["eval", "--data", "d", "--json", "r.json"]):
+        args = build_parser().parse_args(command)
+        assert (args.backend, args.onnx_dir, args.onnx_providers, args.onnx_threads) == (
+            DEFAULT_BACKEND, topics.PARAMETERS["onnx_dir"].default, DEFAULT_PROVIDERS,
+            topics.PARAMETERS["onnx_threads"].default)

@@ -73,8 +73,13 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
 
 
 def export_onnx(model: WPSSAM, class_names: Sequence[str], out_dir: str | Path, sam_type: str = "",
-                opset: int = DEFAULT_OPSET, include_encoder: bool = True) -> ExportedModel:
-    """Write the graphs and `export.json` to `out_dir` (each file atomically); fp32, CPU tracing."""
+                opset: int = DEFAULT_OPSET, include_encoder: bool = True, fp16: bool = False, *,
+                description: str = "", caveat: str = "", object_classes: Sequence[str] | None = None) -> ExportedModel:
+    """Write the graphs and `export.json` to `out_dir` (each file atomically); traced in fp32 on CPU.
+
+    `fp16`: graphs with fp16 weights and arithmetic for GPU providers (CUDA, TensorRT), fp32 inputs and
+    outputs (so the host code is the same); on CPU they run slower than fp32. `description` / `caveat` /
+    `object_classes`: the segmenter's, so the onnxruntime backend reports the same model (the demo caveat)."""
     if len(class_names) != model.prompter.cfg.num_classes:
         raise WpsSamError(f"{len(class_names)} class names for a {model.prompter.cfg.num_classes}-class prompter")
     out = Path(out_dir)
@@ -101,9 +106,14 @@ def export_onnx(model: WPSSAM, class_names: Sequence[str], out_dir: str | Path, 
                 files["mask_decoder"], ["embedding", "image_index", "tokens"], ["low_res_masks", "iou_predictions"],
                 {"embedding": {0: "batch"}, "image_index": {0: "queries"}, "tokens": {0: "queries"},
                  "low_res_masks": {0: "queries"}, "iou_predictions": {0: "queries"}}, opset)
+    if fp16:
+        for path in files.values():
+            _convert_to_fp16(path)
     metadata = {
         "format": "wps_sam_onnx", "format_version": 1, "opset": opset, "sam_type": sam_type,
+        "precision": "fp16" if fp16 else "fp32", "description": description, "caveat": caveat,
         "class_names": list(class_names), "no_object_index": model.prompter.no_object_index,
+        "num_queries": model.prompter.num_queries, "num_prompt_tokens": model.prompter.cfg.num_prompt_tokens,
         "image_size": size, "embedding_shape": [dim, side, side], "low_res_mask_size": 4 * side,
         "pixel_mean": list(SAM_PIXEL_MEAN), "pixel_std": list(SAM_PIXEL_STD),
         "preprocess": "resize longest side to image_size (PIL bilinear), (x - mean) / std, zero-pad bottom-right",
@@ -114,8 +124,23 @@ def export_onnx(model: WPSSAM, class_names: Sequence[str], out_dir: str | Path, 
         "postprocess": "bilinear to image_size^2, crop to the resized size, bilinear to the original size, > 0",
         "files": {name: path.name for name, path in files.items()},
     }
+    if object_classes is not None:
+        metadata["object_classes"] = list(object_classes)
     atomic_write_text(out / METADATA_FILE, json.dumps(metadata, indent=2))
     return ExportedModel(out, files, metadata)
+
+
+def _convert_to_fp16(path: Path) -> None:
+    """fp32 graph -> fp16 weights and arithmetic with fp32 inputs/outputs (onnxruntime's own converter, shipped
+    with it: onnxruntime.transformers.float16; keep_io_types casts at the graph's edges)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns about values clamped to fp16's range (none in SAM's weights)
+        model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def select_queries(logits: np.ndarray, score_threshold: float, max_instances: int

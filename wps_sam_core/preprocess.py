@@ -93,3 +93,15 @@ class SamTransform:
 def normalize_and_pad(sam, images: list[torch.Tensor]) -> torch.Tensor:
     """Stack resized images into one SAM input batch with the official `Sam.preprocess`."""
     return torch.cat([sam.preprocess(img.to(sam.pixel_mean.device)[None]) for img in images], dim=0)
+
+
+def sam_input_batch(images: list[torch.Tensor], image_size: int) -> torch.Tensor:
+    """`normalize_and_pad` without a SAM module: the same arithmetic as `Sam.preprocess` (SAM's pixel mean/std,
+    bottom-right zero padding to image_size), on CPU, for every backend (tested bit-identical)."""
+    from .modeling.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD  # the constants build_sam gives Sam
+
+    mean = torch.tensor(SAM_PIXEL_MEAN).view(-1, 1, 1)
+    std = torch.tensor(SAM_PIXEL_STD).view(-1, 1, 1)
+    return torch.cat([torch.nn.functional.pad((img[None] - mean) / std,
+                                              (0, image_size - img.shape[-1], 0, image_size - img.shape[-2]))
+                      for img in images], dim=0)

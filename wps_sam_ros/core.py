@@ -50,6 +50,16 @@ def tracker_settings_from_parameters(params: dict[str, Any]) -> TrackerSettings:
     return TrackerSettings(**{field: params[name] for name, field in TRACKER_PARAMETERS.items()})
 
 
+def depth_options(params: dict[str, Any]) -> dict[str, Any]:
+    """PartSegCore's 3D keyword arguments from node parameters; none without a depth_topic (2D only)."""
+    if not params["depth_topic"]:
+        return {}
+    info_topic = topics.camera_info_topic(params["depth_topic"], params["camera_info_topic"])
+    return {"depth_inputs": (params["depth_topic"], info_topic),
+            "depth_scale_to_image": bool(params["depth_scale_to_image"]),
+            "publish_points": bool(params["publish_points"])}
+
+
 def load_segmenter(params: dict[str, Any]) -> PartSegmenter:
     """The segmenter the node parameters name (checked first; the rule is the core's load_segmenter):
     prompter_checkpoint empty = the embedded default model; otherwise the prompter on the SAM of
@@ -58,7 +68,9 @@ def load_segmenter(params: dict[str, Any]) -> PartSegmenter:
     check_all(params)
     return core_load_segmenter(params["prompter_checkpoint"], params["sam_type"], params["sam_checkpoint"],
                                params["device"], params["precision"], settings_from_parameters(params),
-                               sam_flag="sam_checkpoint", mismatch_flag="")
+                               sam_flag="sam_checkpoint", mismatch_flag="", backend=params["backend"],
+                               onnx_dir=params["onnx_dir"], onnx_providers=params["onnx_providers"],
+                               onnx_threads=params["onnx_threads"])
 
 
 # ---- the pieces ------------------------------------------------------------------------------------
@@ -355,7 +367,8 @@ class PartSegCore:
             values = self.stats.values()
             rejected_last, problem = self.stats.last_was_rejected, self.stats.last_problem
         values.update(device=str(self.segmenter.device), precision=self.segmenter.precision,
-                      model=self.segmenter.description or "n/a")
+                      model=self.segmenter.description or "n/a", backend=self.segmenter.backend,
+                      provider=self.segmenter.runner.provider)
         if rejected_last:
             level, message = WARN, f"last frame rejected: {problem}"
         elif values["frames_processed"] == "0":

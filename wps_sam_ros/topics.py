@@ -84,6 +84,7 @@ CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"  # depth_topic carries RAW_IMAGE
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
 PRECISION_CHOICES = ("fp32", "bf16", "fp16")
+BACKEND_CHOICES = ("torch", "onnxruntime")  # = wps_sam_core.backends.BACKENDS (torch-free copy; tested)
 OVERLAP_CHOICES = ("smaller_on_top", "score")  # = wps_sam_core.segmenter.OVERLAP_ORDERS (torch-free copy; tested)
 IMAGE_TRANSPORT_CHOICES = ("raw", "compressed")
 
@@ -118,6 +119,14 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "device": ParameterSpec("auto", "auto (cuda if available), cuda, cuda:N or cpu", choices=DEVICE_CHOICES,
                             pattern=r"cuda:\d+"),
     "precision": ParameterSpec("fp32", "fp32, bf16 or fp16 (half precisions need a GPU)", choices=PRECISION_CHOICES),
+    "backend": ParameterSpec("torch", "what runs the model: torch, or onnxruntime on exported ONNX graphs",
+                             choices=BACKEND_CHOICES),
+    "onnx_dir": ParameterSpec("", "onnxruntime: a folder from wps-sam export --onnx; empty = the model exported on "
+                              "first use into $WPS_SAM_CACHE_DIR (default ~/.cache/wps_sam)/onnx"),
+    "onnx_providers": ParameterSpec("", "onnxruntime execution providers by preference, e.g. cuda,cpu; empty = "
+                                    "tensorrt, cuda, cpu (the first one installed runs)"),
+    "onnx_threads": ParameterSpec(0, "onnxruntime intra-op threads per graph; 0 = one per physical core [0, 1024]",
+                                  bounds=(0, 1024)),
     "score_threshold": ParameterSpec(0.5, "keep parts whose class probability is at least this [0, 1]", runtime=True,
                                      bounds=(0.0, 1.0)),
     "mask_threshold": ParameterSpec(0.0, "SAM mask logit threshold", runtime=True),
@@ -153,7 +162,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
                                      "[0.01, 1]", runtime=True, bounds=(0.01, 1.0)),
     "track_max_age": ParameterSpec(10, "frames a track keeps its id while its part is not seen [0, 10000]",
                                    runtime=True, bounds=(0, 10000)),
-    "track_min_hits": ParameterSpec(2, "frames in a row a new part must be seen before it gets an id [1, 1000]",
+    "track_min_hits": ParameterSpec(1, "frames in a row a new part must be seen before it gets an id [1, 1000]",
                                     runtime=True, bounds=(1, 1000)),
     "track_reset_s": ParameterSpec(5.0, "a gap between frames longer than this (s) resets the tracker, as a "
                                    "stamp going backwards does; 0 = never [0, 3600]", runtime=True,

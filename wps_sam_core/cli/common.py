@@ -11,9 +11,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("wps_sam")
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser, backend: bool = True) -> None:
     """--prompter/--sam-type/--sam-checkpoint/--allow-sam-mismatch, device, precision and the SegmenterSettings
-    knobs; the defaults and choices are the core's own (SegmenterSettings(), PRECISIONS, OVERLAP_ORDERS)."""
+    knobs; the defaults and choices are the core's own (SegmenterSettings(), PRECISIONS, OVERLAP_ORDERS);
+    `backend`: also --backend, --onnx-dir, --onnx-providers, --onnx-threads (backends/)."""
     from ..modeling.sam import RANDOM_WEIGHTS, SAM_CONFIGS
     from ..segmenter import DEFAULT_DEVICE, DEFAULT_PRECISION, OVERLAP_ORDERS, PRECISIONS, SegmenterSettings
 
@@ -35,6 +36,24 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dedup-iou", type=float, default=defaults.dedup_iou,
                         help="one part, one instance: same-class masks overlapping more than this mask IoU (also "
                              "through each other) become one, the best-scored with their union, in [0, 1]; 0 = off")
+    if backend:
+        add_backend_args(parser)
+
+
+def add_backend_args(parser: argparse.ArgumentParser) -> None:
+    from ..backends import BACKENDS, DEFAULT_BACKEND, DEFAULT_PROVIDERS
+
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                        help="what runs the model: torch, or onnxruntime on the graphs of wps-sam export --onnx")
+    parser.add_argument("--onnx-dir", default="",
+                        help="onnxruntime: a folder written by wps-sam export --onnx; default: the model named by the "
+                             "other flags, exported on first use into the cache ($WPS_SAM_CACHE_DIR, else "
+                             "~/.cache/wps_sam)/onnx")
+    parser.add_argument("--onnx-providers", default=DEFAULT_PROVIDERS,
+                        help="onnxruntime execution providers in order of preference, e.g. cuda,cpu "
+                             "(default: tensorrt, cuda, cpu: the first one installed runs)")
+    parser.add_argument("--onnx-threads", type=int, default=0,
+                        help="onnxruntime intra-op threads (0 = one per physical core)")
 
 
 def segmenter_from_args(args: argparse.Namespace) -> PartSegmenter:
@@ -44,6 +63,8 @@ def segmenter_from_args(args: argparse.Namespace) -> PartSegmenter:
     settings = SegmenterSettings(args.score_threshold, args.mask_threshold, args.max_instances, overlap=args.overlap,
                                  dedup_iou=args.dedup_iou)
     seg = load_segmenter(args.prompter, args.sam_type, args.sam_checkpoint, args.device, args.precision, settings,
-                         allow_sam_mismatch=args.allow_sam_mismatch)
+                         allow_sam_mismatch=args.allow_sam_mismatch, backend=getattr(args, "backend", "torch"),
+                         onnx_dir=getattr(args, "onnx_dir", ""), onnx_providers=getattr(args, "onnx_providers", ""),
+                         onnx_threads=getattr(args, "onnx_threads", 0))
     log.info("using %s", seg.description)
     return seg

@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--no-encoder", action="store_true",
                    help="skip the image encoder (e.g. when deploying an encoder engine built elsewhere)")
-    add_model_args(p)
+    p.add_argument("--fp16", action="store_true",
+                   help="fp16 graphs (fp32 inputs/outputs) for onnxruntime's CUDA/TensorRT providers; slower on CPU")
+    add_model_args(p, backend=False)
     p.set_defaults(func=run_export, device="cpu")  # the graphs are traced on CPU in fp32 in any case
 
 
@@ -28,7 +30,8 @@ def run_export(args: argparse.Namespace) -> int:
     args.precision = "fp32"
     seg = segmenter_from_args(args)
     exported = export_onnx(seg.model, seg.class_names, args.onnx, sam_type=seg.sam_type, opset=args.opset,
-                           include_encoder=not args.no_encoder)
+                           include_encoder=not args.no_encoder, fp16=args.fp16, description=seg.description,
+                           caveat=seg.caveat, object_classes=getattr(seg, "object_classes", None))
     for name, path in exported.files.items():
         print(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     print(f"metadata: {exported.directory / 'export.json'}")
