@@ -51,6 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", choices=["auto", *STORAGES], default="auto", help="output storage (auto = input's)")
     p.add_argument("--overlay", action="store_true", help="also write parts/overlay (rgb8)")
     p.add_argument("--class-filter", default="", help="comma-separated class names to keep")
+    p.add_argument("--depth-topic", default="", help="aligned depth Image (16UC1 mm, 32FC1 m) paired with the images "
+                   "as the node pairs them: also write parts/detections_3d; images without a depth partner are skipped")
+    p.add_argument("--camera-info-topic", default="", help="CameraInfo of the depth image (default: camera_info next "
+                   "to --depth-topic)")
+    p.add_argument("--sync-slop-s", type=float, default=topics.PARAMETERS["sync_slop_s"].default,
+                   help="image and depth pair when their stamps are less than this apart (s)")
+    p.add_argument("--sync-queue-size", type=int, default=topics.PARAMETERS["sync_queue_size"].default,
+                   help="messages per input waiting for a partner")
+    p.add_argument("--depth-scale-to-image", action="store_true",
+                   help="resize a depth image of another size to the image's (nearest neighbour, K scaled)")
+    p.add_argument("--points", action="store_true", help="with --depth-topic: also write parts/points")
     add_model_args(p)
     add_tracking_args(p, what="bag's images (one tracker, header stamps)")
     p.set_defaults(func=run_bag)
@@ -66,15 +77,30 @@ def run_bag(args: argparse.Namespace) -> int:
     if dst.exists():
         raise WpsSamError(f"output {dst} exists already; choose a new path")
     tracker_settings = tracker_settings_from_args(args)  # before the model loads: a bad flag fails fast
+    depth_params = depth_parameters_from_args(args)
     segmenter = segmenter_from_args(args)
     if args.class_filter:
         segmenter.update_settings(class_filter=topics.parse_class_filter(args.class_filter))
     counts = process_bag(src, dst, segmenter, args.image_topic, args.compressed, args.storage, args.overlay,
-                         tracker_settings if args.tracking else None)
+                         tracker_settings if args.tracking else None, depth_params)
     for topic, count in sorted(counts.items()):
         print(f"{topic}: {count} messages")
     print(f"wrote {dst}")
     return 0
+
+
+def depth_parameters_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The node's 3D parameters from the flags (checked by the node's rule), None without --depth-topic."""
+    from .params import check
+
+    if not args.depth_topic:
+        if args.camera_info_topic or args.points:
+            raise WpsSamError("--camera-info-topic and --points need --depth-topic")
+        return None
+    values = {"depth_topic": args.depth_topic, "camera_info_topic": args.camera_info_topic,
+              "sync_slop_s": args.sync_slop_s, "sync_queue_size": args.sync_queue_size,
+              "depth_scale_to_image": args.depth_scale_to_image, "publish_points": args.points}
+    return {name: check(name, value) for name, value in values.items()}
 
 
 def input_storage(path: Path) -> str:
@@ -123,6 +149,15 @@ def open_reader(src: Path) -> Iterator[Any]:
         reader.close()
 
 
+def pick_connections(connections, topic: str, msg_type: str, what: str) -> list:
+    """The connections of `topic` with type `msg_type` (names of any ROS 2 release); none is one line."""
+    picked = [c for c in connections if c.topic == topic and modern_type_name(c.msgtype) == msg_type]
+    if not picked:
+        available = sorted(f"{c.topic} ({c.msgtype})" for c in connections)
+        raise WpsSamError(f"no {what} topic {topic!r} ({msg_type}) in the bag; topics: {', '.join(available) or 'none'}")
+    return picked
+
+
 def pick_image_connections(connections, image_topic: str, compressed: str) -> list:
     """The connections to segment, by --image-topic and --compressed (type names of any ROS 2 release)."""
     raw_type, comp_type = topics.RAW_IMAGE_TYPE, topics.COMPRESSED_IMAGE_TYPE
@@ -155,16 +190,22 @@ def _qos_profile(spec: topics.QosSpec):
 
 
 def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: str = "auto",
-                storage: str = "auto", overlay: bool = False, tracking=None) -> dict[str, int]:
+                storage: str = "auto", overlay: bool = False, tracking=None,
+                depth_params: dict[str, Any] | None = None) -> dict[str, int]:
     """Write dst = src + part topics; returns messages per output topic. Atomic: all or nothing.
+
+    depth_params: the node's 3D parameters (depth_parameters_from_args): images are paired with depth as the node
+    pairs them (sync.DepthFrameSync: message_filters' policy, latest CameraInfo), in bag order; only paired images
+    are segmented, and their outputs, 3D ones included, are written at the image's bag timestamp.
 
     tracking: a TrackerSettings to write track ids (one tracker over the images in bag order, stamped by their
     headers; a stamp going backwards or a long gap resets it, as in the node), None for per-frame ids."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
 
-    from .core import PartSegCore
+    from .core import PartSegCore, depth_options, stamp_ns
     from .messages import MessageFactory, RosbagsBackend, ros2_typestore
+    from .sync import DepthFrameSync
 
     typestore = ros2_typestore()
     storage = input_storage(src) if storage == "auto" else storage
@@ -180,36 +221,72 @@ def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: s
         writer = Writer(tmp_bag, version=BAG_METADATA_VERSION, storage_plugin=plugin)
         with open_reader(src) as reader, writer:
             images = {c.id for c in pick_image_connections(reader.connections, image_topic, compressed)}
+            depth_opts = depth_options(depth_params) if depth_params else {}
+            depths: set[int] = set()
+            infos: set[int] = set()
+            if depth_opts:
+                depth_topic, info_topic = depth_opts["depth_inputs"]
+                depths = {c.id for c in pick_connections(reader.connections, depth_topic, topics.RAW_IMAGE_TYPE,
+                                                         "depth image")}
+                infos = {c.id for c in pick_connections(reader.connections, info_topic, topics.CAMERA_INFO_TYPE,
+                                                        "CameraInfo")}
             copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
             outputs: dict[str, Any] = {}
             for key, spec in topics.OUTPUT_TOPICS.items():
-                if key == "diagnostics" or (key == "overlay" and not overlay) or key in topics.DEPTH_OUTPUTS:
+                if key == "diagnostics" or (key == "overlay" and not overlay) or (
+                        key in topics.DEPTH_OUTPUTS and not depth_opts) or (
+                        key == "points" and not depth_opts.get("publish_points")):
                     continue  # diagnostics describe a live node, not a recording
                 outputs[key] = writer.add_connection(topics.resolve(spec.name), spec.msg_type, typestore=typestore,
                                                      offered_qos_profiles=[_qos_profile(spec.qos)])
             counts = {conn.topic: 0 for conn in outputs.values()}
             core = PartSegCore(segmenter, MessageFactory(RosbagsBackend(typestore)), lambda k, m: None,
-                               publish_overlay=overlay, tracking=tracking is not None, tracker_settings=tracking)
+                               publish_overlay=overlay, tracking=tracking is not None, tracker_settings=tracking,
+                               **depth_opts)
 
             def write(key: str, timestamp: int, msg: Any) -> None:
                 conn = outputs[key]
                 writer.write(conn, timestamp, bytes(typestore.serialize_cdr(msg, conn.msgtype)))
                 counts[conn.topic] += 1
 
+            image_times: dict[int, int] = {}  # header stamp -> bag time of images waiting for their depth
+
+            def segment(image: Any, depth: Any = None, camera_info: Any = None) -> None:
+                timestamp = image_times.pop(stamp_ns(image.header))
+                for key, out in (core.process(image, depth, camera_info) or {}).items():
+                    write(key, timestamp, out)
+
+            sync = DepthFrameSync(depth_params["sync_queue_size"], depth_params["sync_slop_s"], segment) \
+                if depth_opts else None
             label_info_written = False
             for conn, timestamp, raw in tqdm(reader.messages(), total=reader.message_count, unit="msg",
                                              desc="wps-sam bag", disable=None):
                 writer.write(copies[conn.id], timestamp, raw)
-                if conn.id not in images:
+                if conn.id not in images and conn.id not in depths and conn.id not in infos:
                     continue
                 msg = typestore.deserialize_cdr(raw, modern_type_name(conn.msgtype))
+                if conn.id in depths:
+                    sync.add_depth(msg)
+                    continue
+                if conn.id in infos:
+                    sync.add_camera_info(msg)
+                    continue
                 if not label_info_written:  # latched topic: once, before the first parts
                     write("label_info", timestamp, core.label_info_message(msg.header))
                     label_info_written = True
-                for key, out in (core.process(msg) or {}).items():
-                    write(key, timestamp, out)
+                image_times[stamp_ns(msg.header)] = timestamp
+                if sync is None:
+                    segment(msg)
+                else:
+                    sync.add_image(msg)
         if core.stats.rejected:
             log.warning("%d image(s) rejected; last problem: %s", core.stats.rejected, core.stats.last_problem)
+        if sync is not None and image_times:
+            log.warning("%d image(s) had no depth image within %g s (--sync-slop-s): not segmented", len(image_times),
+                        depth_params["sync_slop_s"])
+        if core.depth_stats.rejected_3d:
+            log.warning("%d image(s) without 3D; last problem: %s", core.depth_stats.rejected_3d,
+                        core.depth_stats.last_problem)
         if core.tracking and core.tracker.resets:
             log.info("tracker reset %d time(s) (%s); the parts got new ids each time", core.tracker.resets,
                      ", ".join(f"{n} x {reason}" for reason, n in core.tracker.resets_by_reason.items() if n))

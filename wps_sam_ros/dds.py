@@ -163,7 +163,8 @@ def dds_qos(spec: topics.QosSpec, ros_type: str | None = None):
 
 # ---- the transport -----------------------------------------------------------------------------
 class DdsTransport:
-    """Subscribes to the image topic, runs a PartSegCore, publishes rt/parts/* and rt/diagnostics."""
+    """Subscribes to the image topic (with depth_topic: also depth and CameraInfo, paired by sync.DepthFrameSync),
+    runs a PartSegCore, publishes rt/parts/* and rt/diagnostics."""
 
     def __init__(self, segmenter, params: dict[str, Any], domain_id: int = 0, namespace: str = "",
                  name: str = topics.NODE_NAME) -> None:
@@ -173,8 +174,9 @@ class DdsTransport:
         from cyclonedds.sub import DataReader
         from cyclonedds.topic import Topic
 
-        from .core import PartSegCore, tracker_settings_from_parameters
+        from .core import PartSegCore, depth_options, tracker_settings_from_parameters
         from .messages import MessageFactory
+        from .sync import DepthFrameSync
 
         self.participant = DomainParticipant(domain_id)
         self.writers = {}
@@ -186,14 +188,26 @@ class DdsTransport:
             overlay_wanted=lambda: bool(self.writers["overlay"].get_matched_subscriptions()),
             publish_overlay=bool(params["publish_overlay"]), name=name,
             tracking=bool(params["tracking"]), tracker_settings=tracker_settings_from_parameters(params),
+            points_wanted=lambda: bool(self.writers["points"].get_matched_subscriptions()), **depth_options(params),
         )
+        in_qos = topics.INPUT_QOS_CHOICES[params["input_qos"]]
+
+        def reader(ros_topic: str, ros_type: str, handle) -> Any:
+            topic = Topic(self.participant, dds_topic(ros_topic, namespace), idl_type(ros_type))
+            return DataReader(self.participant, topic, qos=dds_qos(in_qos, ros_type),
+                              listener=Listener(on_data_available=lambda r: self._on_data(r, handle)))
+
         in_topic, in_type = topics.input_topic(params["image_topic"], params["image_transport"])
         self.input_topic = dds_topic(in_topic, namespace)
-        self.reader = DataReader(
-            self.participant, Topic(self.participant, self.input_topic, idl_type(in_type)),
-            qos=dds_qos(topics.INPUT_QOS_CHOICES[params["input_qos"]], in_type),
-            listener=Listener(on_data_available=self._on_data),
-        )
+        self.sync = None
+        on_image = self.core.submit
+        if self.core.depth_inputs is not None:  # colour + depth pairs (message_filters' policy) + latest CameraInfo
+            self.sync = DepthFrameSync(params["sync_queue_size"], params["sync_slop_s"], self.core.submit)
+            depth_topic, info_topic = self.core.depth_inputs
+            self.depth_readers = [reader(depth_topic, topics.RAW_IMAGE_TYPE, self.sync.add_depth),
+                                  reader(info_topic, topics.CAMERA_INFO_TYPE, self.sync.add_camera_info)]
+            on_image = self.sync.add_image
+        self.reader = reader(in_topic, in_type, on_image)
         self.diagnostics_period = float(params["diagnostics_period"])
         self.invalid_samples = 0  # dispose / unregister notifications taken from the input (not frames)
         self._stop = threading.Event()
@@ -202,8 +216,9 @@ class DdsTransport:
     def _publish(self, key: str, msg: Any) -> None:
         self.writers[key].write(msg)
 
-    def _on_data(self, reader) -> None:
-        """Cyclone's listener thread: hand every new sample to the latest-frame slot (never blocks).
+    def _on_data(self, reader, handle) -> None:
+        """Cyclone's listener thread: hand every new sample to `handle` (the latest-frame slot, or the depth
+        synchroniser in front of it; never blocks).
 
         A publisher that disposes, unregisters or leaves (a ROS 2 node exiting) makes Cyclone deliver
         an InvalidSample (sample_info.valid_data false, no message fields): not a frame, skipped.
@@ -212,10 +227,10 @@ class DdsTransport:
             info = getattr(sample, "sample_info", None)
             if info is not None and not info.valid_data:
                 self.invalid_samples += 1
-                log.debug("input %s: instance state %s from a publisher (not a frame)", self.input_topic,
+                log.debug("input %s: instance state %s from a publisher (not a frame)", reader.topic.name,
                           info.instance_state)
                 continue
-            self.core.submit(sample)
+            handle(sample)
 
     def _diagnostics_loop(self) -> None:
         while not self._stop.wait(self.diagnostics_period):
@@ -233,7 +248,8 @@ class DdsTransport:
         self.core.stop()
         if self._diag_thread is not None:
             self._diag_thread.join(5)
-        self.reader.set_listener(None)
+        for reader in (self.reader, *getattr(self, "depth_readers", ())):
+            reader.set_listener(None)
 
 
 def main(argv: Sequence[str]) -> int:

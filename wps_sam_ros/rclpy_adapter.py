@@ -81,6 +81,9 @@ class PartSegRos:
         self.tracker = None  # kept over deactivate/activate: track ids are never reused by this node
         self.publishers: dict[str, Any] = {}
         self.subscription = None
+        self.depth_subscriptions: list = []  # depth (message_filters) and CameraInfo, with depth_topic
+        self.synchronizer = None  # message_filters.ApproximateTimeSynchronizer of image + depth
+        self.camera_info = None  # the latest CameraInfo: K does not change while a camera runs (sync.py says why)
         self.timer = None
         self.log_handler = RosLogHandler(node.get_logger())
         for name in LOGGED_PACKAGES:  # before the model loads: its messages belong to this node
@@ -164,7 +167,7 @@ class PartSegRos:
 
         from wps_sam_core.postprocess.tracking import RESET_BY_CALLER, PartTracker
 
-        from .core import PartSegCore, load_segmenter, tracker_settings_from_parameters
+        from .core import PartSegCore, depth_options, load_segmenter, tracker_settings_from_parameters
 
         params = self.parameters()
         self.segmenter = load_segmenter(params)
@@ -182,6 +185,7 @@ class PartSegRos:
             publish_overlay=bool(params["publish_overlay"]), now_ns=lambda: clock.now().nanoseconds,
             warn=self.node.get_logger().warning, name=self.node.get_name(),
             tracking=bool(params["tracking"]), tracker_settings=tracker_settings, tracker=self.tracker,
+            points_wanted=lambda: self.publishers["points"].get_subscription_count() > 0, **depth_options(params),
         )
         logger = self.node.get_logger()
         logger.info(f"loaded {self.segmenter.description} on {self.segmenter.device} ({self.segmenter.precision})")
@@ -204,8 +208,11 @@ class PartSegRos:
             self._load_model()
         params = self.parameters()
         topic, type_name = topics.input_topic(params["image_topic"], params["image_transport"])
-        self.subscription = self.node.create_subscription(
-            self.backend.cls(type_name), topic, self.on_image, ros_qos(topics.INPUT_QOS_CHOICES[params["input_qos"]]))
+        qos = ros_qos(topics.INPUT_QOS_CHOICES[params["input_qos"]])
+        if self.core.depth_inputs is None:
+            self.subscription = self.node.create_subscription(self.backend.cls(type_name), topic, self.on_image, qos)
+        else:
+            self._subscribe_with_depth(self.backend.cls(type_name), topic, qos, params)
         # steady clock: under use_sim_time without /clock a ROS-time timer never fires and diagnostics would stop
         self.timer = self.node.create_timer(float(params["diagnostics_period"]), self.on_diagnostics_timer,
                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -214,12 +221,30 @@ class PartSegRos:
         outputs = topics.resolve("parts", self.node.get_namespace())
         self.node.get_logger().info(f"{ROS_READY_MARK} {self.subscription.topic_name} -> {outputs}/*")
 
+    def _subscribe_with_depth(self, image_cls, topic: str, qos, params: dict[str, Any]) -> None:
+        """Image + depth through message_filters.ApproximateTimeSynchronizer (Humble and Jazzy: Subscriber(node,
+        type, topic, qos_profile=...)); CameraInfo by a plain subscription, its latest message used."""
+        import message_filters
+
+        depth_topic, info_topic = self.core.depth_inputs
+        image_filter = message_filters.Subscriber(self.node, image_cls, topic, qos_profile=qos)
+        depth_filter = message_filters.Subscriber(self.node, self.backend.cls(topics.RAW_IMAGE_TYPE), depth_topic,
+                                                  qos_profile=qos)
+        self.synchronizer = message_filters.ApproximateTimeSynchronizer(
+            [image_filter, depth_filter], params["sync_queue_size"], params["sync_slop_s"])
+        self.synchronizer.registerCallback(self.on_image_and_depth)
+        info = self.node.create_subscription(self.backend.cls(topics.CAMERA_INFO_TYPE), info_topic,
+                                             self.on_camera_info, qos)
+        self.subscription = image_filter.sub
+        self.depth_subscriptions = [depth_filter.sub, info]
+
     def deactivate(self) -> None:
         if self.core is not None:
             self.core.stop()
-        if self.subscription is not None:
-            self.node.destroy_subscription(self.subscription)
-            self.subscription = None
+        for sub in (self.subscription, *self.depth_subscriptions):
+            if sub is not None:
+                self.node.destroy_subscription(sub)
+        self.subscription, self.depth_subscriptions, self.synchronizer = None, [], None
         if self.timer is not None:
             self.node.destroy_timer(self.timer)
             self.timer = None
@@ -242,6 +267,14 @@ class PartSegRos:
     def on_image(self, msg) -> None:
         """Subscription callback: O(1) hand-off to the latest-frame slot; the worker does the rest."""
         self.core.submit(msg)
+
+    def on_image_and_depth(self, image, depth) -> None:
+        """message_filters callback (a synchronised pair): O(1) hand-off, with the latest CameraInfo (or None)."""
+        self.core.submit(image, depth, self.camera_info)
+
+    def on_camera_info(self, msg) -> None:
+        """CameraInfo subscription callback: keep the latest (K of the depth image)."""
+        self.camera_info = msg
 
     def on_diagnostics_timer(self) -> None:
         """Timer callback: publish /diagnostics (inference ms, latency, fps, dropped, device)."""
