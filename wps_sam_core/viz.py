@@ -52,3 +52,30 @@ def add_legend(image: np.ndarray, entries: Sequence[tuple[str, np.ndarray]]) -> 
     canvas[: image.shape[0], : image.shape[1]] = image
     canvas[:, image.shape[1]:] = panel
     return canvas
+
+
+def overlay_3d(image_rgb: np.ndarray, result, lifted, upscale: int = 1, alpha: float = 0.55) -> np.ndarray:
+    """overlay() plus '<class> z=<z> m' written next to each part lifted to 3D (postprocess.geometry3d.Lifted3D),
+    at the part's mask centroid; `upscale` (nearest neighbour) makes the text legible on small images."""
+    up = lambda a: np.repeat(np.repeat(a, upscale, 0), upscale, 1)  # noqa: E731
+    out = overlay(up(image_rgb), up(result.labels), up(result.instance_ids), result.class_names, alpha)
+    ids = up(result.instance_ids)
+    scale = max(0.35, min(0.55, ids.shape[0] / 900))
+    boxes: list[tuple[int, int, int, int]] = []  # drawn labels, so later ones move down instead of overlapping
+    for part in sorted(lifted.parts, key=lambda p: p.centre[2]):
+        rows, cols = np.nonzero(ids == part.instance_id)
+        if rows.size == 0:
+            continue
+        text = f"{part.class_name} z={part.centre[2]:.2f} m"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cx, cy = int(cols.mean()), int(rows.mean())
+        x = int(np.clip(cx + 6, 2, ids.shape[1] - tw - 2))  # right of the centroid's dot, inside the image
+        y = int(np.clip(cy + th / 2, th + 2, ids.shape[0] - base - 2))
+        while any(x < bx + bw and bx < x + tw and y - th < by and by - bh < y + base for bx, by, bw, bh in boxes):
+            y += th + base + 2
+        boxes.append((x, y, tw, th + base))
+        cv2.rectangle(out, (x - 2, y - th - 2), (x + tw + 2, y + base), (255, 255, 255), -1)
+        cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.circle(out, (cx, cy), 4, (255, 255, 255), -1)
+        cv2.circle(out, (cx, cy), 3, (0, 0, 0), -1)
+    return out
