@@ -5,12 +5,14 @@ of them with one line, never a hang."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,7 +89,9 @@ def test_two_processes_write_the_same_bytes_as_one_and_the_manifest_last(tmp_pat
     code, out, err = proc.wait()
     assert code == 0, err[-3000:]
     assert seen and set(seen) == {ENTRIES}, "a manifest appeared before every shard was written"
-    assert json.loads(out) == {"cache": str(tmp_path / "two"), "entries": ENTRIES, "complete": True, "processes": 2}
+    summary = json.loads(out)  # one line: rank 0's
+    assert summary.pop("seconds") > 0
+    assert summary == {"cache": str(tmp_path / "two"), "entries": ENTRIES, "complete": True, "processes": 2}
     assert err.count("caching 24 entries in 24 shards on 2 process(es)") == 1  # rank 0 speaks, once
     same_cache(tmp_path / "two", one_process)
     cache, ref = EmbeddingCache(tmp_path / "two"), EmbeddingCache(one_process)
@@ -134,3 +138,35 @@ def test_an_error_on_one_rank_stops_every_rank_with_one_line(tmp_path, small_wor
     assert time.monotonic() - started < 60
     assert not (tmp_path / "c" / "manifest.json").exists()
     assert shards(tmp_path / "c") == [shard_name(0)]  # rank 0's shard of that round: kept for a rerun
+
+
+MISMATCH_SCRIPT = """
+import sys, torch
+from wps_sam_core.distill.cache import provenance_for
+from wps_sam_core.distill.cache_build import build_cache
+from wps_sam_core.distill.processes import launch, make_fabric
+from wps_sam_core.errors import WpsSamError
+from wps_sam_core.modeling.sam import load_sam
+
+fabric = make_fabric("cpu", devices=2)
+launch(fabric)
+torch.manual_seed(fabric.global_rank)  # as if each node read another checkpoint file
+sam = load_sam("tiny")
+items = [(f"img{i}.png", lambda: torch.zeros(64, 64, 3, dtype=torch.uint8).numpy()) for i in range(4)]
+try:
+    build_cache(sys.argv[1], sam, provenance_for(sam, "tiny"), items, shard_size=1, progress=False, fabric=fabric)
+except WpsSamError as exc:
+    print(exc)
+"""
+
+
+def test_processes_with_other_encoder_weights_are_refused(tmp_path):
+    script = tmp_path / "mismatch.py"
+    script.write_text(MISMATCH_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "c")], capture_output=True, text=True,
+                          env={**ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]  # rank 0 caught the error; rank 1 exited 2 quietly
+    assert "Traceback" not in proc.stderr
+    assert re.fullmatch(r"the processes do not run the same SAM encoder: rank 1 has sam_weights_sha256 '[0-9a-f]{64}', "
+                        r"rank 0 '[0-9a-f]{64}'; every node must read the same --sam-checkpoint\n", proc.stdout)
+    assert not (tmp_path / "c").exists()  # refused before anything is written

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 DEFAULT_TIMEOUT_MIN = 30.0  # torch's default process-group timeout
+RANDOM_WEIGHTS_SEED = 0  # --sam-checkpoint random
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +47,8 @@ def run_cache(args: argparse.Namespace) -> int:
     from ..io_utils import sha256_file
     from ..modeling.sam import load_sam, sam_weights_path
 
+    import torch
+
     variants = ("orig", "hflip") if args.hflip else ("orig",)
     check_build_args(variants, args.shard_size, args.batch_size)  # before any process starts: one line, once
     for flag, value in (("--devices", args.devices), ("--num-nodes", args.num_nodes), ("--timeout-min", args.timeout_min)):
@@ -54,12 +58,15 @@ def run_cache(args: argparse.Namespace) -> int:
     fabric = make_fabric(args.accelerator, args.devices, args.num_nodes, timeout_s=60 * args.timeout_min)
     launch(fabric)
     dataset = CocoPartDataset.from_root(args.data, args.split, skip_bad=args.skip_bad)
+    if sam_path is None:  # random weights: the same on every rank (and in every run), as training seeds them
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
     sam = load_sam(args.sam_type, sam_path).to(fabric.device)
     provenance = provenance_for(sam, args.sam_type, sha256_file(sam_path) if sam_path else "")
     items = [(dataset.instances(i).file_name, dataset.image_path(i)) for i in range(len(dataset))]
+    started = time.perf_counter()
     cache = build_cache(args.out, sam, provenance, items, variants, args.shard_size, args.batch_size,
                         progress=not args.no_progress, fabric=fabric)
     if fabric.is_global_zero:  # every rank returns here; one summary line
         print(json.dumps({"cache": str(cache.root), "entries": len(cache.entries), "complete": cache.complete,
-                          "processes": fabric.world_size}))
+                          "processes": fabric.world_size, "seconds": round(time.perf_counter() - started, 2)}))
     return 0

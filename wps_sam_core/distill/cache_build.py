@@ -201,6 +201,16 @@ def _changed_images(ranks: Ranks, recorded: dict[str, str], sources: dict[str, I
     return sorted(k for part in ranks.gather(mine) for k in part)
 
 
+def _refuse_other_encoders(ranks: Ranks, provenance: dict) -> None:
+    """Every rank must encode with the same weights and preprocessing (a node may read another checkpoint file)."""
+    zero, *others = ranks.gather(provenance)  # the same list on every rank: all of them stop, or none
+    for rank, other in enumerate(others, start=1):
+        diff = sorted(k for k in zero if other.get(k) != zero[k])
+        if diff:
+            ranks.fail(f"the processes do not run the same SAM encoder: rank {rank} has {diff[0]} {other[diff[0]]!r}, "
+                       f"rank 0 {zero[diff[0]]!r}; every node must read the same --sam-checkpoint")
+
+
 def build_cache(
     root: str | Path,
     sam: Sam,
@@ -225,6 +235,7 @@ def build_cache(
     sources = dict(items)
     folder = _Folder(root, _record(provenance.to_json(), shard_size, variants, list(dict.fromkeys(sources))), plan)
 
+    _refuse_other_encoders(ranks, folder.wanted["provenance"])
     finished, recorded, complete = ranks.on_zero(folder.inspect)
     changed = _changed_images(ranks, recorded, sources)
     if changed:
