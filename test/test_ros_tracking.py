@@ -96,14 +96,14 @@ def clip_run():
 def test_a_moving_objects_parts_keep_their_track_ids_while_instance_ids_change(clip_run):
     core, track_ids, all_track_ids, instance_ids, first = clip_run
     print(f"\ntrack ids {track_ids}\nall track ids {all_track_ids}\ninstance ids without tracking {instance_ids}")
-    assert first == {}  # track_min_hits 2: nothing is confirmed in the first frame, so nothing is published
+    # track_min_hits 1 (the default): the parts are published from the first frame on, under one id each
     head, handle = track_ids["hammer_head"], track_ids["hammer_handle"]
-    assert head[0] == 0 and head[1] > 0 and set(head[1:]) == {head[1]}, head  # one id from frame 1 on
+    assert first.get(head[0]) == "hammer_head" and set(head) == {head[0]}, head
     # what tracking fixes: by score rank alone the head is announced under changing ids
     assert all(instance_ids["hammer_head"]) and len(set(instance_ids["hammer_head"])) > 1, instance_ids
     # the handle keeps its id in every frame (a second fragment of it, when the model splits it, gets its own)
-    assert handle[1] > 0 and handle[1] != head[1]
-    assert all(handle[1] in ids for ids in all_track_ids["hammer_handle"][1:]), all_track_ids
+    assert handle[0] > 0 and handle[0] != head[0]
+    assert all(handle[0] in ids for ids in all_track_ids["hammer_handle"]), all_track_ids
     values = diagnostics(core)
     assert values["tracking"] == "on" and int(values["tracks_confirmed"]) >= 2 and values["tracker_resets"] == "0"
 
@@ -115,16 +115,16 @@ def test_a_stamp_going_backwards_resets_counts_and_logs(clip_run, caplog):
     clip = hammer_clip()
     with caplog.at_level(logging.INFO, logger="wps_sam_core"):
         again = core.process(image_msg(clip[0].rgb, T0))  # the bag loops: back to the first stamp
-    assert again["instances"].detections == [] and not decode(again["instance_masks"]).any()  # tracks start over
-    assert decode(again["masks"]).any()  # the parts are still segmented and in the label map
+    ids, _ = check_frame(again)  # tracks start over: each part gets an id never used before the reset
+    restarted = {id_on(part, ids) for part in clip[0].parts.values()}
+    assert 0 not in restarted and not restarted & old and min(restarted) > max(old)
     values = diagnostics(core)
     assert values["tracker_resets"] == "1" and values["tracker_resets (time jumped backwards)"] == "1"
     assert "backwards" in values["tracker_last_reset"]
     assert values["tracker_resets (gap longer than track_reset_s)"] == "0"
     assert any("part tracker reset" in r.getMessage() and "backwards" in r.getMessage() for r in caplog.records)
     ids, _ = check_frame(core.process(image_msg(clip[1].rgb, T0 + FRAME_NS)))
-    new = {id_on(part, ids) for part in clip[1].parts.values()}
-    assert 0 not in new and not new & old and min(new) > max(old)  # new ids, never one used before the reset
+    assert {id_on(part, ids) for part in clip[1].parts.values()} == restarted  # and keep them
 
 
 # ---- run-time parameters, on the tiny model (a still image: every frame the same parts) -------------------
@@ -186,7 +186,7 @@ def test_unstamped_frames_are_tracked_without_a_reset(tiny_segmenter):
     core = make_core(tiny_segmenter, tracking=True)
     rgb = random_image(48, 64, 4)
     runs = [ids_of(core.process(image_msg(rgb, 0))) for _ in range(4)]
-    assert runs[0] == [] and runs[1] and runs[1] == runs[2] == runs[3]
+    assert runs[0] and runs[0] == runs[1] == runs[2] == runs[3]
     assert diagnostics(core)["tracker_resets"] == "0"
 
 

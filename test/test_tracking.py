@@ -71,6 +71,56 @@ def test_two_crossing_parts_of_one_class_keep_their_ids(resolve_overlap):
     assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a != ids_b, history
 
 
+def bar(y: int, x: int, length: int, width: int, vertical: bool, shape: tuple[int, int] = SHAPE) -> np.ndarray:
+    """A thin upright or lying part (a leg, a handle) `length` x `width` px with its top-left corner at (y, x)."""
+    mask = np.zeros(shape, bool)
+    h, w = (length, width) if vertical else (width, length)
+    mask[y:y + h, x:x + w] = True
+    return mask
+
+
+def stick(cy: float, cx: float, length: float, width: float, degrees: float) -> np.ndarray:
+    """A thin part centred at (cy, cx), turned `degrees` from lying."""
+    yy, xx = np.mgrid[:SHAPE[0], :SHAPE[1]]
+    angle = np.radians(degrees)
+    along = (yy - cy) * np.sin(angle) + (xx - cx) * np.cos(angle)
+    across = (yy - cy) * np.cos(angle) - (xx - cx) * np.sin(angle)
+    return (np.abs(along) <= length / 2) & (np.abs(across) <= width / 2)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    from wps_sam_core.evaluation.tracking import box_iou as boxes_iou, mask_box
+
+    return float(boxes_iou(mask_box(a)[None], mask_box(b)[None])[0, 0])
+
+
+def test_a_thin_part_that_turns_keeps_its_id_through_the_box_stage():
+    # a 36 x 4 px leg turning 30 degrees a frame about its centre: consecutive masks overlap too little for the
+    # mask stage (IoU about 0.14 < match_iou), their boxes enough for the box stage (IoU >= 0.1)
+    legs = [stick(48, 80, 36, 4, 30 * k) for k in range(4)]
+    for before, after in zip(legs, legs[1:]):
+        assert iou(before, after) < 0.3 < TrackerSettings().match_iou and box_iou(before, after) >= 0.1
+    trk = tracker()
+    ids = [trk.update([part(leg)], k * FRAME_NS)[0] for k, leg in enumerate(legs)]
+    assert ids[0] > 0 and set(ids) == {ids[0]}, ids
+    # a part of another class, or one whose box hardly overlaps, is still a new track
+    assert trk.update([part(legs[-1], class_id=2)], 4 * FRAME_NS)[0] not in (0, ids[0])
+    away = stick(48, 80 + 34, 36, 4, 0)
+    assert box_iou(legs[-1], away) < 0.1 and trk.update([part(away)], 5 * FRAME_NS)[0] not in (0, ids[0])
+
+
+def test_mask_iou_goes_first_for_parts_of_one_class_side_by_side():
+    # two legs 6 px apart: each one's box overlaps its neighbour's enough for the box stage, but the mask stage
+    # pairs them first by their own masks, so they never swap ids while they step (alternating lengths)
+    trk = tracker()
+    history = []
+    for frame in range(8):
+        legs = [bar(30, 50, 30 - 4 * (frame % 2), 4, vertical=True), bar(30, 56, 26 + 4 * (frame % 2), 4, vertical=True)]
+        ids = trk.update([part(m) for m in legs[::(-1) ** frame]], frame * FRAME_NS)[::(-1) ** frame]
+        history.append(tuple(ids))
+    assert len(set(history)) == 1 and 0 not in history[0] and history[0][0] != history[0][1], history
+
+
 def test_other_class_never_takes_a_track():
     trk = tracker()
     first = trk.update([part(square(10, 10), class_id=1)], 0)[0]
@@ -195,7 +245,7 @@ def test_settings_refuse_bad_values_in_one_line(bad, field):
 
 
 def test_settings_are_frozen_and_swappable_at_run_time():
-    settings = TrackerSettings()
+    settings = TrackerSettings(track_min_hits=2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.match_iou = 0.9  # type: ignore[misc]
     trk = PartTracker(settings)

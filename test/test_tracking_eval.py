@@ -2,7 +2,9 @@
 clips end to end."""
 from __future__ import annotations
 
+import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,9 @@ import motmetrics as mm  # noqa: E402
 from wps_sam_core.cli import main as wps_sam  # noqa: E402
 from wps_sam_core.embedded import embedded_available  # noqa: E402
 from wps_sam_core.errors import WpsSamError  # noqa: E402
-from wps_sam_core.evaluation.tracking import GtPart, add_frame, distances, load_clips, summarise  # noqa: E402
+from wps_sam_core.evaluation.tracking import (  # noqa: E402
+    ClipFrames, GtPart, add_frame, distances, load_clips, score_tracking, summarise,
+)
 
 
 def box(y: int, x: int, size: int = 10) -> np.ndarray:
@@ -55,6 +59,37 @@ def test_a_match_needs_the_class_and_mask_iou_of_one_half():
     assert distances([], [("a", box(0, 0))]).shape == (0, 1) and distances(gt, []).shape == (1, 0)
 
 
+def test_box_criterion_matches_what_the_mask_criterion_refuses():
+    gt = [GtPart(1, "mug_handle", box(5, 5))]
+    ring = box(5, 5) & ~box(7, 7, size=6)  # the part's outline only: 64 of 100 px, the same box
+    assert np.isnan(distances(gt, [("mug_handle", box(5, 5) & ~box(5, 5, size=8))])[0, 0])  # IoU 36 / 100
+    assert distances(gt, [("mug_handle", ring)], "mask")[0, 0] == pytest.approx(1 - 64 / 100)
+    assert distances(gt, [("mug_handle", box(5, 5) & ~box(5, 5, size=8))], "box")[0, 0] == pytest.approx(0.0)
+    assert np.isnan(distances(gt, [("mug_body", ring)], "box")[0, 0])  # still class-gated
+
+
+def test_missed_parts_are_put_down_to_their_cause():
+    from wps_sam_core.postprocess.tracking import TrackerSettings
+    from wps_sam_core.segmenter import assemble
+
+    def frame(masks):
+        return {"gt_masks": assemble(np.array(masks, bool).reshape(-1, 40, 60), np.ones(len(masks), int),
+                                     np.ones(len(masks)), np.ones(len(masks)), ["mug_handle"])}
+
+    # GT part 7 over 4 frames: frame 0 its first (warm-up with track_min_hits 2), frame 1 confirmed, frame 2 no
+    # mask at all, frame 3 a mask far from the track's (box IoU 0: a new tentative track = restarted)
+    gt = [[GtPart(7, "mug_handle", m)] for m in (box(5, 5), box(5, 6), box(5, 7), box(25, 45))]
+    masks = [[box(5, 5)], [box(5, 6)], [], [box(25, 45)]]
+    clip = ClipFrames("c", [(Path(f"{i}.png"), g) for i, g in enumerate(gt)])
+    report = score_tracking([clip], [[frame(m) for m in masks]], TrackerSettings(track_min_hits=2))
+    r = report["methods"]["gt_masks"]["tracker"]
+    assert r["num_misses"] == 3 and r["num_objects"] == 4
+    assert r["fn_causes"] == {"no_mask": 1, "warm_up": 1, "track_restarted": 1, "other": 0}
+    per_frame = report["methods"]["gt_masks"]["per_frame_ids"]
+    assert per_frame["num_misses"] == 1 and "fn_causes" not in per_frame
+    assert report["methods"]["gt_masks"]["box"]["tracker"]["fn_causes"]["no_mask"] == 1
+
+
 def test_a_still_world_is_not_a_video_dataset(small_world):
     with pytest.raises(WpsSamError, match="not a COCO video dataset .* wps-sam world --sequence"):
         load_clips(small_world / "annotations" / "train" / "train.json", small_world / "images" / "train")
@@ -68,13 +103,17 @@ def test_track_eval_on_world_clips(tmp_path, capsys):
     assert wps_sam(["track-eval", "--data", str(tmp_path / "w"), "--split", "val", "--json", str(out),
                     "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert "| SAM + GT boxes | tracker |" in printed and "2 clips, 10 frames" in printed
+    assert "| mask | SAM + GT boxes | tracker |" in printed and "| box | SAM + GT boxes | tracker |" in printed
+    assert "2 clips, 10 frames" in printed
     report = json.loads(out.read_text())
     doc = json.loads((tmp_path / "w" / "annotations" / "val" / "val.json").read_text())
-    assert (report["clips"], report["frames"]) == (2, 10) and report["tracker"]["track_min_hits"] == 2
+    assert (report["clips"], report["frames"]) == (2, 10) and report["tracker"]["track_min_hits"] == 1
     for method in ("gt_masks", "gt_boxes", "prompter"):
-        for scheme in ("tracker", "per_frame_ids"):
-            r = report["methods"][method][scheme]
+        for scheme, criterion in itertools.product(("tracker", "per_frame_ids"), ("mask", "box")):
+            result = report["methods"][method]
+            r = (result if criterion == "mask" else result[criterion])[scheme]
+            assert r["idf1"] == pytest.approx(2 * r["idtp"] / max(1, 2 * r["idtp"] + r["idfp"] + r["idfn"]), abs=1e-6)
+            assert 0 <= r["hota"] <= 1 and 0 <= r["deta"] <= 1 and 0 <= r["assa"] <= 1
             assert r["num_objects"] == len(doc["annotations"]) and r["num_unique_objects"] == len(doc["tracks"])
             assert 0 <= r["recall"] <= 1 and r["idf1"] <= 1  # motmetrics counts a switch apart from a match:
             assert r["num_matches"] + r["num_switches"] + r["num_misses"] == r["num_objects"]
@@ -83,7 +122,9 @@ def test_track_eval_on_world_clips(tmp_path, capsys):
     assert gt_masks["tracker"]["num_false_positives"] == 0
     gt_boxes = report["methods"]["gt_boxes"]
     assert gt_boxes["tracker"]["num_switches"] <= gt_boxes["per_frame_ids"]["num_switches"]
-    assert out.with_suffix(".md").read_text().startswith("| method | ids | IDF1 |")
+    assert out.with_suffix(".md").read_text().startswith("| match | method | ids | IDF1 | HOTA |")
+    causes = gt_masks["tracker"]["fn_causes"]  # the exact masks: every GT part has a mask; nothing is unexplained
+    assert causes["no_mask"] == 0 and sum(causes.values()) == gt_masks["tracker"]["num_misses"]
 
 
 @pytest.mark.parametrize("case", ["not-video", "max-clips-negative", "unknown-method"])

@@ -29,9 +29,10 @@ def test_tracking_table_writes_its_section_and_keeps_the_rest(tmp_path):
     threads = torch.get_num_threads()
     try:
         argv = ["--clips-dir", str(tmp_path / "clips"), "--clips", "1", "--frames", "3", "--size", "96",
-                "--grid", "0.3", "0.1", "--out", str(out), "--json", str(tmp_path / "reports.json")]
+                "--out", str(out), "--json", str(tmp_path / "reports.json")]
         assert script.main(argv) == 0  # renders the clips
-        assert (tmp_path / "clips" / "images" / "test" / "0000" / "000002.png").is_file()
+        for split in ("val", "test"):
+            assert (tmp_path / "clips" / "images" / split / "0000" / "000002.png").is_file()
         first = out.read_text()
         out.write_text(first + "\nkept after\n")
         assert script.main(argv) == 0  # reuses them
@@ -41,8 +42,15 @@ def test_tracking_table_writes_its_section_and_keeps_the_rest(tmp_path):
     assert text.startswith("# Results\n\nkept before\n") and text.rstrip().endswith("kept after")
     assert text.count(script.TRACK_BEGIN) == text.count(script.TRACK_END) == 1
     section = text.split(script.TRACK_BEGIN)[1].split(script.TRACK_END)[0]
-    assert "## Tracking on world clips" in section and "| SAM + GT boxes | tracker |" in section
-    assert "| 0.3 (default) |" in section and "| 0.1 |" in section and "1 clips x 3 frames" in section
+    assert "## Tracking on world clips" in section and "1 clips x 3 frames" in section
+    for row in ("| mask | SAM + GT boxes | tracker |", "| box | SAM + GT boxes | tracker |",
+                "| mask | SAM + GT boxes | previous |", "| mask | SAM + GT boxes | shipped |"):
+        assert row in section, row
+    assert "### Choosing the tracker's defaults (val clips)" in section and "differs from the val choice" not in \
+        section.split("Chosen on val")[0]
     reports = json.loads((tmp_path / "reports.json").read_text())
-    assert set(reports) == {"0.3", "0.1"} and reports["0.1"]["tracker"]["match_iou"] == 0.1
-    assert set(reports["0.3"]["methods"]) == {"gt_masks", "gt_boxes", "prompter"}
+    assert set(reports) == {"val", "test_previous", "test_shipped"} and len(reports["val"]) == len(script.GRID)
+    assert reports["test_previous"]["tracker"]["track_min_hits"] == 2
+    assert reports["test_shipped"]["second_stage_box_iou"] == script.SECOND_STAGE_BOX_IOU
+    shipped = reports["test_shipped"]["methods"]["gt_boxes"]["tracker"]
+    assert 0 <= shipped["hota"] <= 1 and set(shipped["fn_causes"]) == {"no_mask", "warm_up", "track_restarted", "other"}

@@ -158,7 +158,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
     "tracking": ParameterSpec(False, "instance ids become track ids, stable over frames; parts without a confirmed "
                               "track are left out of instances and instance_masks; switching on starts afresh",
                               runtime=True),
-    "track_match_iou": ParameterSpec(0.3, "least mask IoU of a part with a track's predicted mask to keep its id "
+    "track_match_iou": ParameterSpec(0.5, "least mask IoU of a part with a track's predicted mask to keep its id "
                                      "[0.01, 1]", runtime=True, bounds=(0.01, 1.0)),
     "track_max_age": ParameterSpec(10, "frames a track keeps its id while its part is not seen [0, 10000]",
                                    runtime=True, bounds=(0, 10000)),

@@ -68,8 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_tracking_args(p, switch=False)
     p.set_defaults(func=run_track)
 
-    p = sub.add_parser("track-eval", help="tracking metrics (IDF1, MOTA, ID switches) on clips with GT track ids "
-                                          "(wps-sam world --sequence)")
+    p = sub.add_parser("track-eval", help="tracking metrics (IDF1, HOTA, MOTA, ID switches; mask and box criteria) on "
+                                          "clips with GT track ids (wps-sam world --sequence)")
     p.add_argument("--data", required=True,
                    help="dataset root: ROOT/images/<split>/, ROOT/annotations/<split>/<split>.json")
     p.add_argument("--split", default="val", help="split under --data (default val)")
@@ -163,7 +163,7 @@ def run_track(args: argparse.Namespace) -> int:
 
 
 def run_track_eval(args: argparse.Namespace) -> int:
-    from ..evaluation.tracking import METHODS, evaluate_tracking, load_clips, markdown_table
+    from ..evaluation.tracking import METHODS, evaluate_tracking, load_clips, markdown_fn_causes, markdown_table
     from ..io_utils import atomic_write_text
     from .common import segmenter_from_args
 
@@ -188,7 +188,7 @@ def run_track_eval(args: argparse.Namespace) -> int:
     report["data"] = {"root": str(root), "split": args.split}
     out = Path(args.json)
     atomic_write_text(out, json.dumps(report, indent=2))
-    table = markdown_table(report)
+    table = markdown_table(report) + "\nMissed GT parts by cause (tracker ids):\n\n" + markdown_fn_causes(report)
     atomic_write_text(out.with_suffix(".md"), table)
     print(table + f"{report['clips']} clips, {report['frames']} frames in {report['seconds']} s; wrote {out}")
     return 0
