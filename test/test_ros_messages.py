@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from wps_sam_core.postprocess.geometry3d import CameraIntrinsics, lift_to_3d, part_points
+from wps_sam_core.postprocess.objects import with_objects
 from wps_sam_core.segmenter import assemble
 from wps_sam_ros import topics
 from wps_sam_ros.messages import BACKGROUND_NAME, WARN, MessageFactory, RosbagsBackend, ros2_typestore
@@ -20,7 +21,8 @@ def sample_segmentation():
     masks[0, 2:8, 3:9] = True
     masks[1, 5:11, 6:15] = True  # overlaps the first; lower score, so partly hidden
     masks[2, 0:3, 16:20] = True
-    return assemble(masks, np.array([1, 2, 3]), np.array([0.9, 0.7, 0.8]), np.array([0.5, 0.6, 0.7]), CLASSES)
+    seg = assemble(masks, np.array([1, 2, 3]), np.array([0.9, 0.7, 0.8]), np.array([0.5, 0.6, 0.7]), CLASSES)
+    return with_objects(seg, ["mug", "mug", "car"])  # body + handle: one mug; the wheel: a car
 
 
 def sample_depth(seg):
@@ -88,6 +90,27 @@ def test_detections_content_and_link_to_instance_map(rosbags_outputs):
         assert det.header.frame_id == "camera_optical"
         assert hyp.pose.pose.orientation.w == 1.0 and len(hyp.pose.covariance) == 36
     assert [d.results[0].hypothesis.score for d in dets.detections] == pytest.approx([0.9, 0.8, 0.7])
+
+
+def test_objects_and_the_object_map_name_each_parts_object(rosbags_outputs):
+    """/parts/objects: one detection per object (id, object class, best part score, union box); the object map
+    gives every pixel of part "i" the id of that part's object."""
+    store = ros2_typestore()
+    objects = store.deserialize_cdr(store.serialize_cdr(rosbags_outputs["objects"], "vision_msgs/msg/Detection2DArray"),
+                                    "vision_msgs/msg/Detection2DArray")
+    inst_msg, obj_msg = rosbags_outputs["instance_masks"], rosbags_outputs["object_masks"]
+    assert obj_msg.encoding == "mono16" and obj_msg.is_bigendian == 0 and obj_msg.header.frame_id == "camera_optical"
+    instance_map = np.frombuffer(inst_msg.data.tobytes(), "<u2").reshape(inst_msg.height, inst_msg.width)
+    object_map = np.frombuffer(obj_msg.data.tobytes(), "<u2").reshape(obj_msg.height, obj_msg.width)
+    summary = [(d.id, d.results[0].hypothesis.class_id, d.results[0].hypothesis.score) for d in objects.detections]
+    assert summary == [("1", "mug", pytest.approx(0.9)), ("2", "car", pytest.approx(0.8))]
+    parts = {inst: set(np.unique(object_map[instance_map == inst])) for inst in np.unique(instance_map) if inst}
+    assert parts == {1: {1}, 2: {2}, 3: {1}}  # body (1) and handle (3) on mug 1, the wheel (2) on car 2
+    assert ((object_map == 0) == (instance_map == 0)).all()
+    mug = objects.detections[0]
+    ys, xs = np.nonzero(object_map == 1)  # the union of the mug's parts
+    assert mug.bbox.center.position.x == pytest.approx((xs.min() + xs.max() + 1) / 2)
+    assert mug.bbox.size_x == pytest.approx(xs.max() + 1 - xs.min()) and mug.bbox.size_y == pytest.approx(ys.max() + 1 - ys.min())
 
 
 def test_label_info_and_diagnostics_content(rosbags_outputs):

@@ -2,15 +2,17 @@
 """Parts linked to their object, measured: choose the grouping on val, report it on test -> docs/results.md.
 
     python3 training/objects_table.py --data runs/embedded/world [--val val --test test] [--out docs/results.md]
-        [--radii 1 2 3 5] [--json FILE] [--prompter P --sam-checkpoint S]   (default: the embedded model)
+        [--radii 1 2 3 5] [--gaps 2 5 8 12 20] [--json FILE] [--prompter P --sam-checkpoint S]
+        (default: the embedded model)
 
 1. each split is segmented ONCE (one SAM embedding per image): the GT part masks themselves (the grouping
    alone), SAM + GT boxes and the prompter (the segmenter's masks, painted as segment() paints them);
-2. val: every method of postprocess/objects.py at every contact radius of --radii groups those parts, scored
-   by evaluation/objects.py (GT object of every part: the world's `object_id`); the choice is the highest
-   prompter part accuracy (the shipped use), ties to the GT-box part accuracy, then the smaller radius;
-3. test: the shipped default (objects.DEFAULT_GROUPING, DEFAULT_CONTACT_RADIUS), the val choice when it
-   differs, and the baselines "none" / "class";
+2. val: every method of postprocess/objects.py at every contact radius of --radii (and "attach" at every max
+   gap of --gaps) groups those parts, scored by evaluation/objects.py (GT object of every part: the world's
+   `object_id`); the choice is the highest prompter part accuracy (the shipped use), ties to SAM + GT boxes,
+   then GT masks, then the smaller radius and gap;
+3. test: the shipped default (objects.DEFAULT_GROUPING, DEFAULT_CONTACT_RADIUS, DEFAULT_MAX_GAP), the val
+   choice when it differs, and every method at its best val setting (the baselines "none" / "class" too);
 4. writes the tables between the OBJECTS_BEGIN / OBJECTS_END markers of --out (appended when missing).
 One thread, as the other tables.
 """
@@ -30,7 +32,9 @@ from wps_sam_core.evaluation.evaluate import EvalBatch, predict_gt_boxes, predic
 from wps_sam_core.evaluation.objects import ObjectMetrics, gt_object_ids
 from wps_sam_core.evaluation.report import format_percent, to_jsonable
 from wps_sam_core.io_utils import atomic_write_text, write_marked_section
-from wps_sam_core.postprocess.objects import DEFAULT_CONTACT_RADIUS, DEFAULT_GROUPING, GROUPING_METHODS, group_parts
+from wps_sam_core.postprocess.objects import (
+    DEFAULT_CONTACT_RADIUS, DEFAULT_GROUPING, DEFAULT_MAX_GAP, GROUPING_METHODS, group_parts,
+)
 from wps_sam_core.segmenter import load_segmenter
 
 OBJECTS_BEGIN = "<!-- objects_table.py: begin -->"
@@ -69,21 +73,24 @@ def segment_split(seg, dataset: CocoPartDataset, batch_size: int = 4) -> list[di
     return images
 
 
-def score(images: list[dict], object_classes, method: str, radius: int) -> dict[str, dict]:
+def score(images: list[dict], object_classes, method: str, radius: int, max_gap: float) -> dict[str, dict]:
     """{source: ObjectMetrics.compute()} of one grouping setting."""
     out = {}
     for source in SOURCES:
         metrics = ObjectMetrics()
         for image in images:
             masks, classes = image[source]
-            groups = group_parts(list(masks), [object_classes[c - 1] for c in classes], classes, method, radius)
+            groups = group_parts(list(masks), [object_classes[c - 1] for c in classes], classes, method, radius,
+                                 max_gap)
             metrics.add(*image["gt"], masks, classes, list(groups + 1))
         out[source] = metrics.compute()
     return out
 
 
-def setting_name(method: str, radius: int) -> str:
-    return method if method in NO_RADIUS else f"{method}, radius {radius} px"
+def setting_name(method: str, radius: int, max_gap: float) -> str:
+    if method in NO_RADIUS:
+        return method
+    return f"{method}, radius {radius} px" + (f", max gap {max_gap:g}" if method == "attach" else "")
 
 
 def table(rows: list[tuple[str, dict]]) -> str:
@@ -96,14 +103,14 @@ def table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def choose(sweep: dict) -> tuple[str, int]:
+def choose(sweep: dict) -> tuple[str, int, float]:
     candidates = [k for k in sweep if k[0] not in NO_RADIUS]
-    return max(candidates, key=lambda k: (sweep[k][PROMPTER]["part_accuracy"], sweep[k][GT_BOXES]["part_accuracy"],
-                                          -k[1]))
+    return max(candidates, key=lambda k: tuple(sweep[k][s]["part_accuracy"] for s in (PROMPTER, GT_BOXES, GT_MASKS))
+               + (-k[1], -k[2]))
 
 
 def section(args, seg, sweep: dict, chosen, test: dict, counts: dict, command: str, seconds: float) -> str:
-    default = (DEFAULT_GROUPING, DEFAULT_CONTACT_RADIUS)
+    default = (DEFAULT_GROUPING, DEFAULT_CONTACT_RADIUS, DEFAULT_MAX_GAP)
     shipped = test[default]
     verdict = (f"On `{args.test}` with the shipped default ({setting_name(*default)}): part accuracy "
                + ", ".join(f"{s} {format_percent(shipped[s]['part_accuracy'])} %" for s in SOURCES)
@@ -124,10 +131,12 @@ def section(args, seg, sweep: dict, chosen, test: dict, counts: dict, command: s
         f"Data: `{args.val}` {counts[args.val]}, `{args.test}` {counts[args.test]}.\n",
         f"### Choice on `{args.val}`\n",
         "Methods: `attach` = each part joins the larger part of another class of its object class that it touches "
-        "most (objects = the trees); `touch` = connected components of touching parts of different classes of one "
-        "object class; `class` = one object per object class present; `none` = every part alone. Contact: pixels "
-        "within the radius (chessboard) of the other part. Rule: the highest prompter part accuracy, ties to "
-        f"SAM + GT boxes, then the smaller radius; chosen: **{setting_name(*chosen)}**.\n",
+        "most (objects = the trees), and a part touching none to the nearest one within max gap x sqrt(its area) "
+        "pixels; `attach_touching` = the same without that fallback; `touch` = connected components of touching parts "
+        "of different classes of one object class; `class` = one object per object class present; `none` = every "
+        "part alone. Contact: pixels within the radius (chessboard) of the other part. Rule: the highest prompter "
+        "part accuracy, ties to SAM + GT boxes, then GT masks, then the smaller radius and gap; chosen: "
+        f"**{setting_name(*chosen)}**.\n",
         table([(setting_name(*k), v) for k, v in sweep.items()]),
         f"### `{args.test}`\n",
         table([(setting_name(*k), v) for k, v in test.items()]),
@@ -145,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompter")
     p.add_argument("--sam-checkpoint")
     p.add_argument("--radii", type=int, nargs="+", default=[1, 2, 3, 5])
+    p.add_argument("--gaps", type=float, nargs="+", default=[2, 5, 8, 12, 20], help="attach's max gaps to try")
     p.add_argument("--out", default="docs/results.md")
     p.add_argument("--json", help="also write every measured row here")
     args = p.parse_args(argv)
@@ -157,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     counts = {split: f"{len(images)} images, {sum(len(i['gt'][0]) for i in images)} parts, "
                      f"{sum(len(set(i['gt'][2])) for i in images)} objects"
               for split, images in ((args.val, val_images), (args.test, test_images))}
-    settings = [(m, r) for m in GROUPING_METHODS if m not in NO_RADIUS for r in args.radii]
-    settings += [(m, 0) for m in NO_RADIUS]
+    settings = [("attach", r, g) for r in args.radii for g in args.gaps]
+    settings += [(m, r, 0.0) for m in GROUPING_METHODS if m not in NO_RADIUS and m != "attach" for r in args.radii]
+    settings += [(m, 0, 0.0) for m in NO_RADIUS]
     sweep = {}
     for key in settings:
         sweep[key] = score(val_images, seg.object_classes, *key)
@@ -166,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{s} part acc {100 * r['part_accuracy']:.2f} F1 {100 * r['pair_f1']:.2f}" for s, r in sweep[key].items()),
             flush=True)
     chosen = choose(sweep)
-    default = (DEFAULT_GROUPING, DEFAULT_CONTACT_RADIUS)
-    test = {key: score(test_images, seg.object_classes, *key) for key in dict.fromkeys([default, chosen, *settings[-2:]])}
+    default = (DEFAULT_GROUPING, DEFAULT_CONTACT_RADIUS, DEFAULT_MAX_GAP)
+    best = [max((k for k in sweep if k[0] == m), key=lambda k: sweep[k][PROMPTER]["part_accuracy"])
+            for m in GROUPING_METHODS]  # each method at its best val setting, for comparison
+    test = {key: score(test_images, seg.object_classes, *key) for key in dict.fromkeys([default, chosen, *best])}
     command = "python3 training/objects_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = section(args, seg, sweep, chosen, test, counts, command, time.perf_counter() - started)
     write_marked_section(Path(args.out), text, OBJECTS_BEGIN, OBJECTS_END)
@@ -176,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             "val": {setting_name(*k): v for k, v in sweep.items()}, "chosen_on_val": setting_name(*chosen),
             "test": {setting_name(*k): v for k, v in test.items()}}), indent=2) + "\n")
     print(f"chosen on {args.val}: {setting_name(*chosen)}; shipped default: {setting_name(*default)}; wrote {args.out}")
+    if chosen != default:
+        print("the val choice differs from the shipped default: update postprocess/objects.py's DEFAULT_* constants")
     return 0
 
 

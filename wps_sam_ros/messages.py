@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from wps_sam_core.postprocess.objects import object_id_map
+
 from .conversions import array_to_image_fields
 
 if TYPE_CHECKING:
@@ -144,24 +146,32 @@ class MessageFactory:
     # -- vision_msgs
     def detections(self, header: Any, seg: PartSegmentation) -> Any:
         """One Detection2D per instance; id = str(instance id), the value in the instance map."""
-        dets = []
-        for inst in seg.instances:
-            x0, y0, x1, y1 = inst.box_xyxy  # pixel edges: pixel (u, v) covers [u, u+1) x [v, v+1)
-            hypothesis = self.new(
-                "vision_msgs/msg/ObjectHypothesisWithPose",
-                hypothesis=self.new("vision_msgs/msg/ObjectHypothesis", class_id=inst.class_name,
-                                    score=float(inst.score)),
-                pose=self._identity_pose(),
-            )
-            bbox = self.new(
-                "vision_msgs/msg/BoundingBox2D",
-                center=self.new("vision_msgs/msg/Pose2D", theta=0.0,
-                                position=self.new("vision_msgs/msg/Point2D", x=(x0 + x1) / 2, y=(y0 + y1) / 2)),
-                size_x=float(x1 - x0), size_y=float(y1 - y0),
-            )
-            dets.append(self.new("vision_msgs/msg/Detection2D", header=self.copy_header(header),
-                                 results=[hypothesis], bbox=bbox, id=str(inst.instance_id)))
+        dets = [self._detection(header, inst.instance_id, inst.class_name, inst.score, inst.box_xyxy)
+                for inst in seg.instances]
         return self.new("vision_msgs/msg/Detection2DArray", header=header, detections=dets)
+
+    def objects(self, header: Any, seg: PartSegmentation) -> Any:
+        """One Detection2D per object (postprocess/objects.py); id = str(object id), the value in the object map."""
+        dets = [self._detection(header, obj.object_id, obj.object_class, obj.score, obj.box_xyxy)
+                for obj in seg.objects]
+        return self.new("vision_msgs/msg/Detection2DArray", header=header, detections=dets)
+
+    def _detection(self, header: Any, det_id: int, class_id: str, score: float,
+                   box_xyxy: tuple[float, float, float, float]) -> Any:
+        x0, y0, x1, y1 = box_xyxy  # pixel edges: pixel (u, v) covers [u, u+1) x [v, v+1)
+        hypothesis = self.new(
+            "vision_msgs/msg/ObjectHypothesisWithPose",
+            hypothesis=self.new("vision_msgs/msg/ObjectHypothesis", class_id=class_id, score=float(score)),
+            pose=self._identity_pose(),
+        )
+        bbox = self.new(
+            "vision_msgs/msg/BoundingBox2D",
+            center=self.new("vision_msgs/msg/Pose2D", theta=0.0,
+                            position=self.new("vision_msgs/msg/Point2D", x=(x0 + x1) / 2, y=(y0 + y1) / 2)),
+            size_x=float(x1 - x0), size_y=float(y1 - y0),
+        )
+        return self.new("vision_msgs/msg/Detection2D", header=self.copy_header(header), results=[hypothesis],
+                        bbox=bbox, id=str(det_id))
 
     def _identity_pose(self, position: Sequence[float] = (0.0, 0.0, 0.0)) -> Any:
         """Identity orientation, zero covariance (vision_msgs' defaults); 2D detections have no 3D position."""
@@ -237,6 +247,9 @@ class MessageFactory:
             "masks": self.image(self.copy_header(src_header), seg.labels, mask_encoding),
             "instance_masks": self.image(self.copy_header(src_header), seg.instance_ids.astype(np.uint16), "mono16"),
             "instances": self.detections(self.copy_header(src_header), seg),
+            "object_masks": self.image(self.copy_header(src_header), object_id_map(seg.instance_ids, seg.instances),
+                                       "mono16"),
+            "objects": self.objects(self.copy_header(src_header), seg),
         }
         if overlay_rgb is not None:
             out["overlay"] = self.image(self.copy_header(src_header), overlay_rgb, "rgb8")

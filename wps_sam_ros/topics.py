@@ -56,6 +56,14 @@ OUTPUT_TOPICS: dict[str, TopicSpec] = {
     "instances": TopicSpec(
         "parts/instances", "vision_msgs/msg/Detection2DArray", OUTPUT_QOS,
         "one Detection2D per instance: id = str(i), class_id = class name, score, bbox in pixels"),
+    "object_masks": TopicSpec(
+        "parts/object_masks", "sensor_msgs/msg/Image", OUTPUT_QOS,
+        "object map, mono16, pixel-aligned with instance_masks: 0 = none, o = the object whose id is \"o\" in "
+        "objects (the part at a pixel belongs to that object)"),
+    "objects": TopicSpec(
+        "parts/objects", "vision_msgs/msg/Detection2DArray", OUTPUT_QOS,
+        "one Detection2D per object: id = str(o) (its lowest part id), class_id = object class, score = best part's, "
+        "bbox = union of its parts' boxes"),
     "label_info": TopicSpec(
         "parts/label_info", "vision_msgs/msg/LabelInfo", LATCHED_QOS,
         "class id -> class name (0 = background), threshold = score_threshold; transient-local"),

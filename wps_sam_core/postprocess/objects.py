@@ -11,7 +11,8 @@ comes from the dataset (COCO `supercategory`, data/categories.py) and travels in
 - "attach" (the default, chosen on the world's val split: docs/results.md, training/objects_table.py):
   each part attaches to the LARGER part of another class of its object class that it touches most (equal
   areas: the lower index counts as larger); a part that touches none (cut off by an occluder, a leg seen
-  only beside another leg, a gap in the masks) attaches to the nearest such part. The objects are the
+  only beside another leg, a gap in the masks) attaches to the nearest such part if it lies within
+  `max_gap` x sqrt(its own area) pixels. The objects are the
   trees of that forest. A part with no larger part of another class (a mug body, a torso, a car body) is
   the root of its object. So two touching mug bodies never join (same class: never linked, and neither
   attaches through a smaller handle), each handle goes to the body it shares the longer joint with, and
@@ -43,6 +44,9 @@ UNKNOWN_OBJECT = "unknown"  # object class of a part class whose object is not k
 GROUPING_METHODS = ("attach", "attach_touching", "touch", "class", "none")
 DEFAULT_GROUPING = "attach"
 DEFAULT_CONTACT_RADIUS = 3  # pixels; chosen with the method on the val split (docs/results.md)
+# "attach" joins a part that touches nothing to the nearest part within this many times the square root of its
+# own area (a 400-pixel leg: 20 px per unit); chosen with the method on the val split (docs/results.md)
+DEFAULT_MAX_GAP = 12.0
 _NAME_SPLIT = re.compile(r"[_\s\-]+")  # "mug_handle", "Quadruped Head", "car-wheel"
 
 
@@ -130,7 +134,8 @@ def _distances(masks: Sequence[np.ndarray], wanted: np.ndarray) -> np.ndarray:
 
 
 def group_parts(masks: Sequence[np.ndarray], object_classes: Sequence[str], part_classes: Sequence[int],
-                method: str = DEFAULT_GROUPING, radius: int = DEFAULT_CONTACT_RADIUS) -> np.ndarray:
+                method: str = DEFAULT_GROUPING, radius: int = DEFAULT_CONTACT_RADIUS,
+                max_gap: float = DEFAULT_MAX_GAP) -> np.ndarray:
     """One group index (0..G-1, in order of first member) per part: the parts of one object share it.
 
     `object_classes[i]` / `part_classes[i]`: part i's object class and part class (any hashable ids)."""
@@ -173,8 +178,8 @@ def group_parts(masks: Sequence[np.ndarray], object_classes: Sequence[str], part
                 touching = np.flatnonzero(larger[i] & (contact[i] > 0))
                 if touching.size:  # the most contact; ties to the larger part
                     join(i, int(max(touching, key=lambda j: (contact[i, j], rank[j]))))
-                elif distance is not None and np.isfinite(distance[i]).any():  # cut off (occluded): the nearest
-                    join(i, int(np.argmin(distance[i])))
+                elif distance is not None and np.isfinite(gap := distance[i].min()) and gap <= max_gap * np.sqrt(area[i]):
+                    join(i, int(np.argmin(distance[i])))  # cut off (occluded, a gap in the masks): the nearest
     roots = [root(i) for i in range(k)]
     index: dict[int, int] = {}
     return np.array([index.setdefault(r, len(index)) for r in roots], dtype=np.int64)
@@ -217,14 +222,14 @@ def objects_from_parts(instances: Sequence[Any]) -> tuple[list[Any], list[PartOb
 
 
 def with_objects(seg: Any, object_classes: Sequence[str], method: str = DEFAULT_GROUPING,
-                 radius: int = DEFAULT_CONTACT_RADIUS) -> Any:
+                 radius: int = DEFAULT_CONTACT_RADIUS, max_gap: float = DEFAULT_MAX_GAP) -> Any:
     """A copy of a PartSegmentation whose parts carry object_id / object_class and whose `objects` lists
     the objects; `object_classes[k - 1]` is the object class of part class k (the segmenter's table)."""
     if len(object_classes) != len(seg.class_names):
         raise WpsSamError(f"{len(object_classes)} object classes for {len(seg.class_names)} part classes")
     kinds = [object_classes[inst.class_id - 1] for inst in seg.instances]
     groups = group_parts([inst.mask for inst in seg.instances], kinds, [inst.class_id for inst in seg.instances],
-                         method, radius)
+                         method, radius, max_gap)
     keyed = [replace(inst, object_id=int(g) + 1, object_class=kind) for inst, g, kind in zip(seg.instances, groups, kinds)]
     instances, objects = objects_from_parts(keyed)
     return replace(seg, instances=instances, objects=objects)
