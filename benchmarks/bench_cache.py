@@ -1,7 +1,7 @@
 """P4: `wps-sam cache` on 2 processes vs 1 process, on this machine's CPUs -> one JSON line.
 
 The real command (`python -m wps_sam_core.cli cache`, Lightning Fabric, gloo) on a procedural part world with a
-full-size encoder (default `vit_t`, random weights): 1 process x 1 torch thread, 1 process x 2 threads (what one
+full-size encoder (default `vit_b`, random weights): 1 process x 1 torch thread, 1 process x 2 threads (what one
 process gets from both cores), 2 processes x 1 thread (`--devices 2`), interleaved, `--repeats` times each. Two
 times per run: `build_s` (the build itself, from the command's own JSON line) and `wall_s` (the whole command:
 interpreter, imports, process start, the model; a second process pays its own). Ratios are of medians.
@@ -52,9 +52,9 @@ def same_bytes(a: Path, b: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sam-type", default="vit_t")
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sam-type", default="vit_b")
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     load_start = machine()
     with tempfile.TemporaryDirectory() as tmp:

@@ -214,10 +214,25 @@ def test_folders_holding_something_else_are_refused(tmp_path, tiny_model):
         assert not (folder / "manifest.json").exists() or folder == old
 
 
-@pytest.mark.parametrize("flag,value", [("--devices", 0), ("--num-nodes", 0), ("--timeout-min", 0)])
+@pytest.mark.parametrize("flag,value", [("--devices", 0), ("--num-nodes", 0), ("--timeout-min", 0)],
+                         ids=["--devices-0", "--num-nodes-0", "--timeout-min-0"])
 def test_cli_cache_process_flags_are_checked_before_starting(tmp_path, small_world, flag, value, capsys):
     argv = ["cache", "--data", str(small_world), "--out", str(tmp_path / "c"), "--sam-type", "tiny",
             "--sam-checkpoint", "random", "--accelerator", "cpu", "--no-progress", flag, str(value)]
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == f"wps-sam cache: error: {flag} must be > 0, got {value}"
     assert not (tmp_path / "c").exists()
+
+
+def test_shards_written_where_rank_0_cannot_see_them_are_named(tmp_path, tiny_model):
+    """Several nodes with --out on node-local disks: rank 0 finds the others' shards missing when it merges."""
+    from wps_sam_core.distill.cache_build import _Folder
+
+    prov = provenance_for(tiny_model.sam, "tiny")
+    build_cache(tmp_path / "c", tiny_model.sam, prov, items(3), shard_size=1, progress=False)
+    (tmp_path / "c" / shard_name(1)).unlink()  # as if written on another node's disk
+    folder = _Folder(tmp_path / "c", record(prov), [(f"img{i}.png", "orig") for i in range(3)])
+    with pytest.raises(WpsSamError, match=r"^1 of 3 shards written by the processes are not in \S+ \(e.g. "
+                                          r"shard_00001.safetensors\); with several nodes --out must be on a filesystem "
+                                          r"every node shares$"):
+        folder.finish()

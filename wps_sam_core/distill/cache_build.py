@@ -146,6 +146,11 @@ class _Folder:
 
     def finish(self) -> None:
         """Every shard is there: the manifest from their headers (atomically), then the build record goes."""
+        missing = [shard_name(s) for s in range(self.num_shards) if not (self.root / shard_name(s)).is_file()]
+        if missing:  # every rank said it wrote them: rank 0 does not see the others' files
+            raise WpsSamError(f"{len(missing)} of {self.num_shards} shards written by the processes are not in "
+                              f"{self.root} (e.g. {missing[0]}); with several nodes --out must be on a filesystem "
+                              f"every node shares")
         entries, images = [], {}
         for shard in range(self.num_shards):
             for e in self._checked_entries(shard):
