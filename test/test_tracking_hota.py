@@ -102,3 +102,27 @@ def test_agrees_with_trackeval():
     for ours_key, their_key in (("hota", "HOTA"), ("deta", "DetA"), ("assa", "AssA"), ("loca", "LocA"),
                                 ("detre", "DetRe"), ("asspr", "AssPr")):
         assert ours[ours_key] == pytest.approx(float(np.mean(theirs[their_key])), abs=1e-12), ours_key
+
+
+def test_idf1_of_motmetrics_agrees_with_trackeval():
+    trackeval = pytest.importorskip("trackeval", reason="trackeval not installed (see test_agrees_with_trackeval)")
+    mm = pytest.importorskip("motmetrics", reason="py-motmetrics (pip, train extra) not installed")
+    from wps_sam_core.evaluation.tracking import summarise
+
+    rng = np.random.default_rng(1)
+    for frames in (random_sequence(rng, 20) for _ in range(3)):
+        acc = mm.MOTAccumulator(auto_id=True)
+        for f in frames:  # the same matches at IoU >= 0.5 as our evaluation gives motmetrics
+            acc.update(list(f.gt_ids), list(f.pred_ids), np.where(f.similarity >= 0.5, 1 - f.similarity, np.nan))
+        gt_all = sorted({i for f in frames for i in f.gt_ids})
+        pred_all = sorted({i for f in frames for i in f.pred_ids})
+        data = {"num_gt_ids": len(gt_all), "num_tracker_ids": len(pred_all),
+                "num_gt_dets": sum(len(f.gt_ids) for f in frames),
+                "num_tracker_dets": sum(len(f.pred_ids) for f in frames),
+                "gt_ids": [np.searchsorted(gt_all, f.gt_ids).astype(int) for f in frames],
+                "tracker_ids": [np.searchsorted(pred_all, f.pred_ids).astype(int) for f in frames],
+                "similarity_scores": [f.similarity for f in frames]}
+        theirs = trackeval.metrics.Identity().eval_sequence(data)
+        ours = summarise([acc], ["clip"])
+        assert ours["idf1"] == pytest.approx(float(theirs["IDF1"]), abs=1e-6)
+        assert (ours["idtp"], ours["idfp"], ours["idfn"]) == (theirs["IDTP"], theirs["IDFP"], theirs["IDFN"])
