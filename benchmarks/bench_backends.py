@@ -97,13 +97,24 @@ def stage_times(seg: PartSegmenter, frame: np.ndarray, repeats: int) -> dict:
     return {k: round(v, 2) for k, v in med.items()} | {"kept_queries": int(len(image_index))}
 
 
-def compare(model_name: str, threads_list: list[int], seconds: float, tmp: Path) -> dict:
+def compare(model_name: str, threads_list: list[int], seconds: float, tmp: Path, parity_only: bool = False) -> dict:
     seg_torch = torch_segmenter(model_name)
     start = time.perf_counter()
     exported = export_onnx(seg_torch.model, seg_torch.class_names, tmp / model_name, sam_type=seg_torch.sam_type)
     row: dict = {"model": model_name, "export_s": round(time.perf_counter() - start, 1),
                  "onnx_mb": round(sum(p.stat().st_size for p in exported.files.values()) / 1e6, 1), "per_threads": []}
     frames = camera_frames(model_name)
+    if parity_only:  # one frame per backend: vit_b's encoder takes about a minute per frame on one core
+        torch.set_num_threads(threads_list[0])
+        onnx_seg = PartSegmenter(OnnxRunner(exported.directory, "cpu", threads=threads_list[0]), seg_torch.class_names,
+                                 settings=seg_torch.settings)
+        results, seconds_each = {}, {}
+        for name, seg in (("torch", seg_torch), ("onnxruntime", onnx_seg)):
+            start = time.perf_counter()
+            results[name] = seg.segment(frames[0])
+            seconds_each[name] = round(time.perf_counter() - start, 2)
+        row.update(parity=[parity(results["torch"], results["onnxruntime"])], frame_s=seconds_each)
+        return row
     for threads in threads_list:
         torch.set_num_threads(threads)
         seg_onnx = PartSegmenter(OnnxRunner(exported.directory, "cpu", threads=threads), seg_torch.class_names,
@@ -187,11 +198,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--seconds", type=float, default=20.0, help="interleaved timing per model and thread count")
     ap.add_argument("--node-seconds", type=float, default=20.0, help="node feeding per backend (0 = skip the node)")
+    ap.add_argument("--parity-only", action="store_true", help="export + one frame per backend + parity (vit_b)")
     args = ap.parse_args()
     info = machine()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_backends_") as tmp:
-        rows = [compare(name, args.threads, args.seconds, Path(tmp)) for name in args.models]
+        rows = [compare(name, args.threads, args.seconds, Path(tmp), args.parity_only) for name in args.models]
         node = []
         if args.node_seconds > 0:
             from wps_sam_core.embedded import load_embedded_segmenter

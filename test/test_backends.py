@@ -43,7 +43,7 @@ def assert_same_result(expected, got, min_iou: float = MIN_IOU, max_label_diff: 
 def world_images():
     from wps_sam_core.data.world import render_scene
 
-    images = [render_scene(7, i, 256, "val").image for i in range(5)]
+    images = [render_scene(7, i, 256, "val").image for i in range(4)]
     big = np.asarray(torch.nn.functional.interpolate(torch.as_tensor(images[0]).permute(2, 0, 1)[None].float(),
                                                      (480, 640)).round()[0].permute(1, 2, 0).to(torch.uint8))
     return images + [big]  # + a 640x480 camera frame
@@ -216,6 +216,13 @@ def test_providers_resolve_in_order_and_bad_names_are_named():
     assert resolve_providers("cpu") == ["CPUExecutionProvider"] == resolve_providers(["CPUExecutionProvider"])
     with pytest.raises(WpsSamError, match="unknown execution provider 'gpu'"):
         resolve_providers("gpu")
+    from wps_sam_core.backends.onnx_loading import runner_options
+
+    assert runner_options("cpu", "") == {"providers": "cpu", "device_id": 0}  # the device choice holds
+    assert runner_options("auto", "") == {"providers": "", "device_id": 0}
+    assert runner_options("cuda:1", "cuda") == {"providers": "cuda", "device_id": 1}
+    with pytest.raises(WpsSamError, match="unknown device 'cuda:x'"):
+        runner_options("cuda:x", "")
     if "TensorrtExecutionProvider" not in available:
         with pytest.raises(WpsSamError, match="none is available"):
             resolve_providers("tensorrt")

@@ -367,7 +367,7 @@ def load_segmenter(
 
     `backend` onnxruntime runs the graphs in `onnx_dir` (checked against the prompter, if one is named), or
     this model exported on first use into the cache (backends/onnx_loading.py), on `onnx_providers` with
-    `onnx_threads` intra-op threads; `device` is then the providers' business.
+    `onnx_threads` intra-op threads; `device` cpu without providers means the CPU provider, cuda:N the GPU.
     """
     if backend not in BACKENDS:
         raise WpsSamError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
@@ -378,8 +378,8 @@ def load_segmenter(
             return load_segmenter(prompter, sam_type, sam_checkpoint, "cpu", "fp32", settings,
                                   allow_sam_mismatch=allow_sam_mismatch, sam_flag=sam_flag, mismatch_flag=mismatch_flag)
 
-        return load_onnx_segmenter(prompter, sam_type, sam_checkpoint, precision, settings, onnx_dir, onnx_providers,
-                                   onnx_threads, torch_segmenter)
+        return load_onnx_segmenter(prompter, sam_type, sam_checkpoint, device, precision, settings, onnx_dir,
+                                   onnx_providers, onnx_threads, torch_segmenter)
     if onnx_dir:
         raise WpsSamError(f"onnx_dir {onnx_dir} is for backend onnxruntime; the backend is {backend}")
     if prompter:

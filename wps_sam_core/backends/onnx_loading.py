@@ -101,19 +101,28 @@ def check_matches_prompter(meta: dict, directory: Path, prompter: str | Path, sa
                           f"{ckpt.class_names[:4]}...; export this model: wps-sam export --onnx DIR --prompter ...")
 
 
+def runner_options(device: str, providers: str) -> dict:
+    """device cpu without onnx_providers = the CPU provider only; cuda:N = GPU N for CUDA/TensorRT."""
+    if device.startswith("cuda:") and not device[5:].isdigit():
+        raise WpsSamError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    return {"providers": providers or ("cpu" if device == "cpu" else ""),
+            "device_id": int(device[5:]) if device.startswith("cuda:") else 0}
+
+
 def load_onnx_segmenter(prompter: str | Path | None, sam_type: str | None, sam_checkpoint: str | Path | None,
-                        precision: str, settings: SegmenterSettings | None, onnx_dir: str | Path,
+                        device: str, precision: str, settings: SegmenterSettings | None, onnx_dir: str | Path,
                         providers: str, threads: int, torch_segmenter: Callable[[], PartSegmenter]) -> PartSegmenter:
     """See the module docstring; `torch_segmenter` builds the PyTorch segmenter of the same arguments
     (load_segmenter's rule and checks) when the graphs must be exported first."""
     from ..modeling.sam import RANDOM_WEIGHTS
     from ..segmenter import PartSegmenter
 
+    options = runner_options(device, providers)
     if onnx_dir:
         if not prompter and sam_checkpoint:
             raise WpsSamError("a SAM checkpoint needs a prompter checkpoint (--prompter, prompter_checkpoint); with "
                               "onnx_dir the graphs bring their own SAM")
-        runner = OnnxRunner(onnx_dir, providers, threads)
+        runner = OnnxRunner(onnx_dir, threads=threads, **options)
         meta = runner.metadata
         if prompter:
             check_matches_prompter(meta, Path(onnx_dir), prompter, sam_type)
@@ -133,9 +142,9 @@ def load_onnx_segmenter(prompter: str | Path | None, sam_type: str | None, sam_c
     if str(sam_checkpoint or "") == RANDOM_WEIGHTS:  # other weights at every start: nothing worth caching
         with tempfile.TemporaryDirectory(prefix="wps_sam_onnx_") as tmp:
             _export_into(source, Path(tmp), fp16)
-            runner = OnnxRunner(tmp, providers, threads)  # onnxruntime holds the graphs in memory now
+            runner = OnnxRunner(tmp, threads=threads, **options)  # onnxruntime holds the graphs in memory now
     else:
-        runner = OnnxRunner(exported_graphs(source, fp16), providers, threads)
+        runner = OnnxRunner(exported_graphs(source, fp16), threads=threads, **options)
     seg = PartSegmenter(runner, source.class_names, settings=source.settings, sam_type=source.sam_type,
                         description=f"{source.description} (onnxruntime, graphs in {runner.directory})",
                         caveat=source.caveat)

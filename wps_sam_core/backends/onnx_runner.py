@@ -116,9 +116,10 @@ class OnnxRunner(Runner):
     backend = "onnxruntime"
 
     def __init__(self, directory: str | Path, providers: str | list[str] | tuple[str, ...] = "", threads: int = 0,
-                 optimization: str = DEFAULT_OPTIMIZATION, io_binding: bool | None = None) -> None:
+                 optimization: str = DEFAULT_OPTIMIZATION, io_binding: bool | None = None, device_id: int = 0) -> None:
         """`threads`: onnxruntime's intra-op threads per graph (0 = its default, one per physical core);
-        `io_binding` None = on for GPU providers (where it saves the embedding's round trips), else off."""
+        `io_binding` None = on for GPU providers (where it saves the embedding's round trips), else off;
+        `device_id`: the GPU of the CUDA/TensorRT providers."""
         ort = import_onnxruntime()
         if optimization not in OPTIMIZATION_LEVELS:
             raise WpsSamError(f"graph optimisation must be one of {list(OPTIMIZATION_LEVELS)}, got {optimization!r}")
@@ -138,7 +139,7 @@ class OnnxRunner(Runner):
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
         options.intra_op_num_threads = threads
         options.log_severity_level = 3  # onnxruntime's own warnings (e.g. nodes it places on CPU) stay out of logs
-        self.threads, self.optimization = threads, optimization
+        self.threads, self.optimization, self._gpu_id = threads, optimization, device_id
         self.sessions = {}
         for name, default_file in GRAPHS.items():
             path = self.directory / meta["files"].get(name, default_file)
@@ -179,6 +180,9 @@ class OnnxRunner(Runner):
         optimisation profiles for the dynamic batch and kept-query count; fp16 graphs keep fp16 in TensorRT."""
         meta, out = self.metadata, []
         for provider in self.providers:
+            if provider == "CUDAExecutionProvider":
+                out.append((provider, {"device_id": self._gpu_id}))
+                continue
             if provider != "TensorrtExecutionProvider":
                 out.append(provider)
                 continue
@@ -191,7 +195,8 @@ class OnnxRunner(Runner):
                                        f"embedding:{TRT_MAX_BATCH}x{c}x{s}x{s},image_index:{queries},"
                                        f"tokens:{queries}x{tokens}x{c}")}[graph]
             cache = self.directory / "tensorrt_cache"
-            options = {"trt_fp16_enable": meta.get("precision") == "fp16", "trt_profile_min_shapes": shapes[0],
+            options = {"device_id": self._gpu_id, "trt_fp16_enable": meta.get("precision") == "fp16",
+                       "trt_profile_min_shapes": shapes[0],
                        "trt_profile_opt_shapes": shapes[0], "trt_profile_max_shapes": shapes[1]}
             try:
                 cache.mkdir(exist_ok=True)
