@@ -21,7 +21,7 @@ from conftest import random_image  # noqa: E402
 from moving_object import FRAME_NS, hammer_clip, id_on  # noqa: E402
 
 FRAMES = 4
-PART_TOPICS = {"/parts/masks", "/parts/instance_masks", "/parts/instances"}
+PART_TOPICS = {"/parts/masks", "/parts/instance_masks", "/parts/instances", "/parts/object_masks", "/parts/objects"}
 
 
 def write_bag(path: Path, storage: StoragePlugin, compressed: bool) -> dict:
@@ -88,11 +88,17 @@ def test_bag_adds_part_topics_at_the_image_timestamps(tmp_path, tiny_files, stor
         assert stamps == expected["stamps"] and all(m.header.frame_id == "camera" for _, m in got[topic])
     (t_info, info), = got["/parts/label_info"]
     assert t_info == expected["bag_times"][0] and info.class_map[0].class_name == "background"
-    for (_, masks), (_, inst), (_, dets) in zip(got["/parts/masks"], got["/parts/instance_masks"],
-                                                 got["/parts/instances"]):
+    for (_, masks), (_, inst), (_, dets), (_, omap), (_, objs) in zip(
+            got["/parts/masks"], got["/parts/instance_masks"], got["/parts/instances"], got["/parts/object_masks"],
+            got["/parts/objects"]):
         ids = np.frombuffer(inst.data.tobytes(), "<u2").reshape(inst.height, inst.width)
         assert (masks.height, masks.width) == (40, 56)
         assert {int(d.id) for d in dets.detections} == set(np.unique(ids)) - {0}
+        # /parts/objects read back: one detection per object id of the object map, named by the object class
+        object_map = ids_image(omap)
+        assert {int(d.id) for d in objs.detections} == set(np.unique(object_map)) - {0}
+        assert ((object_map > 0) == (ids > 0)).all() and {d.results[0].hypothesis.class_id for d in objs.detections} <= {
+            "mug", "car"}  # TEST_CLASSES mug_body, mug_handle, car_wheel
 
 
 def test_bag_errors_are_one_line_and_leave_nothing(tmp_path, tiny_files, capsys):
