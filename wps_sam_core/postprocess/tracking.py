@@ -53,7 +53,7 @@ _INFEASIBLE = 1e6  # cost of a pair below match_iou: Hungarian needs finite cost
 # (predicted) bounding boxes from this value on. Chosen on the world's val clips (training/tracking_table.py:
 # 0.05 / 0.1 / 0.2): a thin part that turns or a part sliding into the frame keeps a box that overlaps far more
 # than its mask does (on GT masks 26 % of consecutive-frame pairs have mask IoU < 0.3, 8 % box IoU < 0.3).
-SECOND_STAGE_BOX_IOU = 0.1
+SECOND_STAGE_BOX_IOU = 0.05
 _VELOCITY_SMOOTHING = 0.5  # weight of the newest velocity measurement (masks jitter a little)
 
 
