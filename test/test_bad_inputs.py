@@ -328,7 +328,7 @@ def test_live_worker_throttles_warnings_and_keeps_going(segmenter):
     s = core.stats
     assert s.received == 21 and s.processed == 1 and s.received == s.processed + s.dropped + s.rejected
     assert s.rejected >= 15 and len(warnings) == 1  # the rest are throttled (one per 5 s)
-    assert {k for k, _ in published} == {"masks", "instance_masks", "instances"}
+    assert {k for k, _ in published} == {"masks", "instance_masks", "instances", "object_masks", "objects"}
 
 
 class FailsOnce:

@@ -56,7 +56,7 @@ def decode(image_msg) -> np.ndarray:
 def test_outputs_are_consistent_and_carry_the_header(segmenter):
     core = make_core(segmenter)
     out = core.process(raw_msg(random_image(48, 64, 3), stamp=(1700000000, 999), frame_id="cam_optical"))
-    assert set(out) == {"masks", "instance_masks", "instances", "overlay"}
+    assert set(out) == {"masks", "instance_masks", "instances", "object_masks", "objects", "overlay"}
     for msg in [*out.values(), *out["instances"].detections]:
         assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (1700000000, 999, "cam_optical")
     labels, instances = decode(out["masks"]), decode(out["instance_masks"])

@@ -20,7 +20,7 @@ H, W = 48, 64
 K = intrinsics_for(H, W)
 FACTORY = MessageFactory(RosbagsBackend())
 PLANE = np.ones((H, W), np.float32)  # a wall at 1 m
-TWO_D = {"masks", "instance_masks", "instances"}
+TWO_D = {"masks", "instance_masks", "instances", "object_masks", "objects"}
 
 
 @pytest.fixture(scope="module")
