@@ -300,6 +300,11 @@ def test_eval_json_has_instance_metrics_for_every_method(world_model_files, smal
         assert metrics["instances"]["pq"] == metrics["pq"] and "mIoU" in metrics
         if name != METHOD_NAMES["prompter"]:  # a prompt per GT part: every GT gets a mask, matched or not
             assert metrics["instances"]["num_pred"] <= metrics["instances"]["num_gt"]
+        objects = metrics["objects"]  # the world names each part's object: part-to-object scores for every method
+        assert objects["images"] == 4 and objects["gt_parts"] == metrics["instances"]["num_gt"]
+        assert objects["part_accuracy"] == metrics["object_part_accuracy"]
+        assert objects["matched_parts"] <= min(objects["gt_parts"], objects["pred_parts"])
     markdown = out.with_suffix(".md").read_text()
     assert "## Part instances" in markdown and "predictions per matched GT" in markdown
+    assert "## Parts linked to their object" in markdown and "| part accuracy |" in markdown
     assert "| PQ |" in capsys.readouterr().out

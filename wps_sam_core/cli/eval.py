@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import GT_POINTS, METHOD_NAMES, evaluate
     from ..io_utils import atomic_write_text
-    from ..evaluation.report import PROTOCOL_NOTE, depth_markdown, instance_markdown, summary_markdown, to_jsonable, write_report
+    from ..evaluation.report import (
+        PROTOCOL_NOTE, depth_markdown, instance_markdown, object_markdown, summary_markdown, to_jsonable, write_report,
+    )
 
     json_path = Path(args.json)
     markdown_path = Path(args.markdown) if args.markdown else json_path.with_suffix(".md")
@@ -92,6 +94,7 @@ def run_eval(args: argparse.Namespace) -> int:
           f"{result.seconds:.1f} s")
     sys.stdout.write(summary_markdown(results))
     sys.stdout.write(instance_markdown(results))
+    sys.stdout.write(object_markdown(results))
     sys.stdout.write(depth_markdown(results, floor))
     print(f"wrote {json_path} and {markdown_path}")
     return 0

@@ -119,6 +119,33 @@ def per_class_markdown(metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+OBJECT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("part_accuracy", "part accuracy"), ("pair_precision", "pair precision"), ("pair_recall", "pair recall"),
+    ("pair_f1", "pair F1"), ("objects_exact", "objects exact"),
+    ("objects_exact_given_detected", "objects exact (all parts detected)"),
+)
+OBJECT_NOTE = (
+    "Parts linked to their object (evaluation/objects.py), on the painted parts matched to a GT part (same class, "
+    "IoU > 0.5): part accuracy = matched parts whose predicted object holds exactly the matched parts of their GT "
+    "object; pairs of matched parts of one image, 'same object' positive; objects exact = GT objects with every "
+    "part matched and one predicted object of exactly their predictions (over all GT objects; and over those "
+    "whose parts were all matched). In %."
+)
+
+
+def object_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per method with part-to-object scores (a dataset with GT objects); "" when none has."""
+    rows = {method: metrics["objects"] for method, metrics in results.items() if "objects" in metrics}
+    if not rows:
+        return ""
+    header = ["Method"] + [t for _, t in OBJECT_COLUMNS] + ["matched parts", "pairs TP / FP / FN"]
+    lines = [_row(header), _row(["---"] + ["---:"] * (len(header) - 1))]
+    for method, r in rows.items():
+        cells = [_escape(method)] + [format_percent(r.get(key)) for key, _ in OBJECT_COLUMNS]
+        lines.append(_row(cells + [str(r["matched_parts"]), f"{r['pair_tp']} / {r['pair_fp']} / {r['pair_fn']}"]))
+    return "\n".join(lines) + "\n"
+
+
 def depth_markdown(results: Mapping[str, Mapping[str, Any]], floor: Mapping[str, Any] | None = None) -> str:
     """3D part-centre errors (evaluation/geometry.py): one row per method (and the GT-mask floor) and depth
     variant: matched parts, median / p90 error in cm overall and at 0.8-1.2 m, matched parts without depth;
@@ -154,6 +181,9 @@ def render_markdown(results: Mapping[str, Mapping[str, Any]], title: str = "Part
     instances = instance_markdown(results)
     if instances:
         sections += ["## Part instances\n", instances, f"{INSTANCE_NOTE}\n"]
+    objects = object_markdown(results)
+    if objects:
+        sections += ["## Parts linked to their object\n", objects, f"{OBJECT_NOTE}\n"]
     depth = depth_markdown(results, depth_floor)
     if depth:
         sections += ["## Parts in 3D\n", depth, f"{DEPTH_NOTE}\n"]
