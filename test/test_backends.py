@@ -265,3 +265,23 @@ def test_cuda_provider_with_io_binding_equals_torch(embedded_pair, world_images)
     torch_seg.update_settings(**SegmenterSettings().__dict__)
     for expected, got in zip(torch_seg.segment_batch(world_images), seg.segment_batch(world_images)):
         assert_same_result(expected, got)
+
+
+def test_export_leaves_the_model_in_eval_mode(tmp_path):
+    """Regression: the graph wrappers were made in training mode and the exporter restored it onto the model,
+    so a model used after export_onnx ran with the prompter's dropout on (outputs changed at every call)."""
+    from wps_sam_core.export import export_onnx
+    from wps_sam_core.modeling.prompter import PrompterConfig
+    from wps_sam_core.modeling.sam import load_sam
+    from wps_sam_core.modeling.wpssam import WPSSAM
+
+    torch.manual_seed(0)
+    model = WPSSAM.create(load_sam("tiny"), PrompterConfig(num_classes=3, prompt_dim=128, enc_layers=1, dec_layers=1,
+                                                           dropout=0.1)).eval()
+    embedding = torch.randn(1, 128, 16, 16)
+    with torch.no_grad():
+        before = model(embedding).logits
+    export_onnx(model, ["a", "b", "c"], tmp_path / "m", include_encoder=False)
+    assert not any(module.training for module in model.modules())
+    with torch.no_grad():
+        assert torch.equal(model(embedding).logits, before)

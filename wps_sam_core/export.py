@@ -65,6 +65,9 @@ class ExportedModel:
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
             dynamic_axes: dict[str, dict[int, str]], opset: int) -> None:
+    # eval first: the exporter restores the wrapper's own mode afterwards, and a wrapper made in training mode
+    # (nn.Module's default) would switch the caller's model to training (prompter dropout on) behind its back
+    module.eval()
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape arithmetic
         # The TorchScript-based exporter needs no extra package (the dynamo one needs onnxscript).
