@@ -23,6 +23,8 @@ python3 "$here/results_table.py" --data "$out/world" --split test \
   --model-card "$assets/model_card.json"
 # duplicate suppression: method and dedup_iou chosen on val, with/without on test (its own section of docs/results.md)
 python3 "$here/dedup_table.py" --data "$out/world" --out "$here/../docs/results.md"
+# parts linked to their object: grouping chosen on val, part-to-object accuracy on test (its own section)
+python3 "$here/objects_table.py" --data "$out/world" --out "$here/../docs/results.md"
 # tracking: clips of the world (rendered into OUT/world_clips), IDF1/MOTA for GT masks, GT boxes, prompter (own section)
 python3 "$here/tracking_table.py" --clips-dir "$out/world_clips" --out "$here/../docs/results.md"
 # parts in 3D: the test split rendered with depth + sensor noise (at 1 m and 0.4-3 m), 3D centre errors (own section)
