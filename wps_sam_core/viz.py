@@ -69,11 +69,16 @@ def overlay_3d(image_rgb: np.ndarray, result, lifted, upscale: int = 1, alpha: f
         text = f"{part.class_name} z={part.centre[2]:.2f} m"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         cx, cy = int(cols.mean()), int(rows.mean())
-        x = int(np.clip(cx + 6, 2, ids.shape[1] - tw - 2))  # right of the centroid's dot, inside the image
-        y = int(np.clip(cy + th / 2, th + 2, ids.shape[0] - base - 2))
-        while any(x < bx + bw and bx < x + tw and y - th < by and by - bh < y + base for bx, by, bw, bh in boxes):
-            y += th + base + 2
+        spots = [(cx + 6, cy + th // 2), (cx + 6, cy - th), (cx + 6, cy + 2 * th), (cx - 6 - tw, cy + th // 2)]
+        spots += [(cx + 6, cy + th // 2 + k * (th + base + 2)) for k in range(2, 40)]  # then further down
+        for x, y in spots:  # the first spot inside the image that covers no label drawn before
+            x, y = int(np.clip(x, 2, ids.shape[1] - tw - 2)), int(np.clip(y, th + 2, ids.shape[0] - base - 2))
+            if not any(x < bx + bw + 4 and bx < x + tw + 4 and y - th < by and by - bh < y + base
+                       for bx, by, bw, bh in boxes):
+                break
         boxes.append((x, y, tw, th + base))
+        if not (x - 8 <= cx <= x + tw + 8 and y - th - 8 <= cy <= y + base + 8):  # moved away: a leader line
+            cv2.line(out, (cx, cy), (x if x > cx else x + tw, y - th // 2), (255, 255, 255), 1, cv2.LINE_AA)
         cv2.rectangle(out, (x - 2, y - th - 2), (x + tw + 2, y + base), (255, 255, 255), -1)
         cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
         cv2.circle(out, (cx, cy), 4, (255, 255, 255), -1)
