@@ -12,7 +12,8 @@ from wps_sam_core.data.categories import CategoryMap
 from wps_sam_core.errors import WpsSamError
 from wps_sam_core.evaluation.objects import ObjectMetrics
 from wps_sam_core.postprocess.objects import (
-    DEFAULT_CONTACT_RADIUS, UNKNOWN_OBJECT, derive_object_classes, group_parts, object_id_map, object_table, objects_from_parts, with_objects,
+    DEFAULT_CONTACT_RADIUS, UNKNOWN_OBJECT, derive_object_classes, group_parts, object_id_map, object_table,
+    objects_from_parts, with_objects,
 )
 from wps_sam_core.postprocess.tracking import with_track_ids
 

@@ -110,7 +110,8 @@ def contact_matrix(masks: Sequence[np.ndarray], radius: int = DEFAULT_CONTACT_RA
         if box is None:
             continue
         h, w = mask.shape
-        y0, y1, x0, x1 = max(box.y0 - radius, 0), min(box.y1 + radius, h), max(box.x0 - radius, 0), min(box.x1 + radius, w)
+        y0, y1 = max(box.y0 - radius, 0), min(box.y1 + radius, h)
+        x0, x1 = max(box.x0 - radius, 0), min(box.x1 + radius, w)
         near = cv2.dilate(mask[y0:y1, x0:x1].astype(np.uint8), kernel).astype(bool) if radius else mask[y0:y1, x0:x1]
         for j, other in enumerate(boxes):
             if j == i or other is None or other.y0 >= y1 or other.y1 <= y0 or other.x0 >= x1 or other.x1 <= x0:
@@ -178,8 +179,9 @@ def group_parts(masks: Sequence[np.ndarray], object_classes: Sequence[str], part
                 touching = np.flatnonzero(larger[i] & (contact[i] > 0))
                 if touching.size:  # the most contact; ties to the larger part
                     join(i, int(max(touching, key=lambda j: (contact[i, j], rank[j]))))
-                elif distance is not None and np.isfinite(gap := distance[i].min()) and gap <= max_gap * np.sqrt(area[i]):
-                    join(i, int(np.argmin(distance[i])))  # cut off (occluded, a gap in the masks): the nearest
+                elif distance is not None and np.isfinite(gap := distance[i].min()) \
+                        and gap <= max_gap * np.sqrt(area[i]):  # cut off (occluded, a gap in the masks): the nearest
+                    join(i, int(np.argmin(distance[i])))
     roots = [root(i) for i in range(k)]
     index: dict[int, int] = {}
     return np.array([index.setdefault(r, len(index)) for r in roots], dtype=np.int64)
@@ -230,7 +232,8 @@ def with_objects(seg: Any, object_classes: Sequence[str], method: str = DEFAULT_
     kinds = [object_classes[inst.class_id - 1] for inst in seg.instances]
     groups = group_parts([inst.mask for inst in seg.instances], kinds, [inst.class_id for inst in seg.instances],
                          method, radius, max_gap)
-    keyed = [replace(inst, object_id=int(g) + 1, object_class=kind) for inst, g, kind in zip(seg.instances, groups, kinds)]
+    keyed = [replace(inst, object_id=int(g) + 1, object_class=kind)
+             for inst, g, kind in zip(seg.instances, groups, kinds)]
     instances, objects = objects_from_parts(keyed)
     return replace(seg, instances=instances, objects=objects)
 
