@@ -169,7 +169,8 @@ def test_from_matrix_and_scaled_follow_camera_info():
     (lambda seg: CameraIntrinsics(500, float("nan"), 1, 1, W, H), "focal length fy"),
     (lambda seg: CameraIntrinsics.from_matrix([1, 2, 3], W, H), "K must be 3x3"),
     (lambda seg: CameraIntrinsics.from_matrix(K.matrix(), 0, H), "width must be an integer >= 1"),
-])
+], ids=["depth-size", "depth-3-channel", "depth-bool", "depth-scale-0", "intrinsics-size", "rgb-shape", "fx-0",
+        "fy-nan", "K-3-values", "width-0"])
 def test_bad_inputs_are_one_line_errors(call, problem):
     seg = segmentation(box_mask(0, 5, 0, 5))
     with pytest.raises(WpsSamError) as err:

@@ -58,7 +58,7 @@ def test_predict_with_depth_writes_parts_3d_equal_to_lift_to_3d(tiny_files, scen
     (["--depth", "{small}", *K_ARGS], "depth size 64x48 does not match the image size 128x96"),
     (["--depth", "{image}", *K_ARGS], "must be one channel (16UC1 or 32FC1)"),
     (["--depth", "{depth}", "--intrinsics", "0", "100", "63.5", "47.5"], "focal length fx must be a finite number > 0"),
-])
+], ids=["no-intrinsics", "count-mismatch", "intrinsics-without-depth", "depth-size", "depth-3-channel", "fx-0"])
 def test_bad_depth_inputs_are_one_line_errors(tiny_files, scene, tmp_path, capsys, extra, message):
     sam_path, prompter_path = tiny_files
     image, depth_path, _ = scene

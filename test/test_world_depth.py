@@ -106,7 +106,7 @@ def test_sensor_noise_is_realsense_like(worlds):
     (["--depth-range", "0.5", "1"], "--depth-range needs --depth"),
     (["--depth-noise", "-1"], "--depth-noise must be a noise level in [0, 10]"),
     (["--depth", "--sequence"], "--depth/--depth-noise are for the still part world"),
-])
+], ids=["near-too-small", "near-past-far", "range-without-depth", "noise-negative", "depth-sequence"])
 def test_bad_depth_flags_are_one_line_errors(argv, message, tmp_path, capsys):
     assert cli_main(["world", "--out", str(tmp_path), "--n", "1", *argv]) != 0
     err = capsys.readouterr().err.strip()

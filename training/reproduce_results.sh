@@ -29,3 +29,6 @@ python3 "$here/objects_table.py" --data "$out/world" --out "$here/../docs/result
 python3 "$here/tracking_table.py" --clips-dir "$out/world_clips" --out "$here/../docs/results.md"
 # parts in 3D: the test split rendered with depth + sensor noise (at 1 m and 0.4-3 m), 3D centre errors (own section)
 python3 "$here/depth_table.py" --world-dir "$out" --out "$here/../docs/results.md"
+# the README's 3D pictures (docs/parts_3d.png, docs/parts_3d_cloud.png) from that split
+python3 "$here/parts_3d_picture.py" --world "$out/world_depth" --overlay "$here/../docs/parts_3d.png" \
+  --cloud "$here/../docs/parts_3d_cloud.png"
