@@ -105,12 +105,41 @@ def test_sensor_noise_is_realsense_like(worlds):
     (["--depth", "--depth-range", "2", "1"], "--depth-range must be NEAR FAR metres"),
     (["--depth-range", "0.5", "1"], "--depth-range needs --depth"),
     (["--depth-noise", "-1"], "--depth-noise must be a noise level in [0, 10]"),
-    (["--depth", "--sequence"], "--depth/--depth-noise are for the still part world"),
-], ids=["near-too-small", "near-past-far", "range-without-depth", "noise-negative", "depth-sequence"])
+    (["--depth", "--shapes"], "--depth/--depth-noise are for the part world and its clips, not --shapes"),
+], ids=["near-too-small", "near-past-far", "range-without-depth", "noise-negative", "depth-shapes"])
 def test_bad_depth_flags_are_one_line_errors(argv, message, tmp_path, capsys):
     assert cli_main(["world", "--out", str(tmp_path), "--n", "1", *argv]) != 0
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_clips_get_depth_consistent_over_frames_and_2d_unchanged(tmp_path):
+    from wps_sam_core.data.world_sequence import write_sequences
+
+    write_sequences(tmp_path / "plain", 2, 5, SEED, 128, SPLIT)
+    write_sequences(tmp_path / "depth", 2, 5, SEED, 128, SPLIT, depth_noise=1.0)
+    a, b = _json(tmp_path / "plain"), _json(tmp_path / "depth")
+    z_of_track: dict[int, list[float]] = {}
+    for image in b["images"]:
+        camera = image.pop("camera")
+        depth = read_depth(tmp_path / "depth" / camera["depth_file"], (128, 128))
+        assert (read_depth(tmp_path / "depth" / camera["noisy_depth_file"]) == 0).any()
+        anns = [x for x in b["annotations"] if x["image_id"] == image["id"]]
+        ids = np.zeros(depth.shape, np.int32)
+        for i, ann in enumerate(anns, start=1):
+            ids[mask_utils.decode(dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode())) > 0] = i
+        k = CameraIntrinsics.from_matrix(camera["K"], 128, 128)
+        centre, _, _ = instance_centres(ids, range(1, len(anns) + 1), depth, k, 0.001)
+        for ann, c in zip(anns, centre):
+            assert np.allclose(ann["centre_3d_m"], c, atol=1e-6)
+            z_of_track.setdefault(ann["track_id"], []).append(ann["centre_3d_m"][2])
+    for ann in b["annotations"]:
+        del ann["centre_3d_m"], ann["size_3d_m"]
+    assert a == b  # the clips' 2D annotations are untouched ...
+    for image in sorted((tmp_path / "plain" / "images" / SPLIT).rglob("*.png")):  # ... and so are the frames
+        assert image.read_bytes() == (tmp_path / "depth" / image.relative_to(tmp_path / "plain")).read_bytes()
+    steps = [abs(b - a) for zs in z_of_track.values() for a, b in zip(zs, zs[1:])]
+    assert steps and np.median(steps) < 0.03  # one plan per clip: a part keeps its distance as it moves
 
 
 def test_read_depth_refuses_what_is_not_16uc1(tmp_path):

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "COCO video style: images with video_id and frame_id, part annotations with track_id")
     p.add_argument("--frames", type=int, default=None, help="with --sequence: frames per clip (default 16)")
     p.add_argument("--depth", action="store_true",
-                   help="also an aligned depth image per image (depth/<split>/, 16UC1 millimetres), K in each COCO "
+                   help="also an aligned depth image per image or frame (depth/<split>/, 16UC1 millimetres), K in each COCO "
                         "image's 'camera' entry and each part's GT 3D centre (centre_3d_m)")
     p.add_argument("--depth-noise", type=float, nargs="?", const=1.0, default=None, metavar="LEVEL",
                    help="implies --depth; also a sensor-like depth (depth_noisy/<split>/): noise, holes, edge "
@@ -39,15 +39,16 @@ def run_world(args: argparse.Namespace) -> int:
     if args.frames is not None and not args.sequence:
         raise WpsSamError("--frames needs --sequence")
     depth = args.depth or args.depth_noise is not None
-    if depth and (args.sequence or args.shapes):
-        raise WpsSamError("--depth/--depth-noise are for the still part world (not --sequence or --shapes)")
+    if depth and args.shapes:
+        raise WpsSamError("--depth/--depth-noise are for the part world and its clips, not --shapes")
     if tuple(args.depth_range) != DEFAULT_DEPTH_RANGE and not depth:
         raise WpsSamError("--depth-range needs --depth")
     if args.sequence and args.shapes:
         raise WpsSamError("--sequence and --shapes do not go together: the clips are of the part world")
     if args.sequence:
         from ..data.world_sequence import DEFAULT_FRAMES, write_sequences
-        summary = write_sequences(args.out, args.n, args.frames or DEFAULT_FRAMES, args.seed, args.size, args.split)
+        summary = write_sequences(args.out, args.n, args.frames or DEFAULT_FRAMES, args.seed, args.size, args.split,
+                                  depth, args.depth_noise, tuple(args.depth_range))
         what = (f"{summary['clips']} clips, {summary['parts']} parts in {summary['tracks']} tracks "
                 f"-> {summary['part_json']}")
     elif args.shapes:

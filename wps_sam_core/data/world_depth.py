@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import math
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -68,42 +70,76 @@ def check_depth_noise(level: float | None) -> float | None:
     return None if level is None else float(level)
 
 
-def render_depth(scene, k: CameraIntrinsics, rng: np.random.Generator,
-                 depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE) -> np.ndarray:
-    """HxW float64 metres, noise-free, for a world.Scene (see the module docstring)."""
-    from .world import PART_CLASSES  # world imports this module lazily; no cycle at import time
+@dataclass
+class DepthPlan:
+    """The random depth layout of one still image or one clip (drawn once, so a clip's frames agree)."""
 
-    size = scene.part_ids.shape[0]
+    plane_z: float  # background plane's depth on the optical axis, metres
+    plane_tilt: np.ndarray  # (2,) d(1/z)-tilt of the plane along x and y rays
+    distances: np.ndarray  # per object (drawing order), metres: sorted far to near
+    part_offsets: dict[int, float]  # part key -> offset from its object's surface, metres
+    object_tilts: np.ndarray  # (objects, 2) dz per metre lateral
+    bulges: np.ndarray  # (objects,) dome height as a fraction of the object's radius
+    occluder_gap: float  # the foreground occluder is this much nearer than the nearest object
+
+
+def plan_depth(rng: np.random.Generator, parts: Sequence[tuple[int, int]], n_objects: int,
+               depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE) -> DepthPlan:
+    """parts: (key, class index into PART_CLASSES) of every part, in drawing order."""
+    from .world import PART_CLASSES  # world imports this module; no cycle at import time
+
+    distances = np.sort(rng.uniform(*depth_range, n_objects))[::-1]  # drawn later = nearer
+    plane_z = float(distances.max(initial=depth_range[1])) + rng.uniform(0.15, 1.0)
+    plane_tilt = rng.uniform(-0.5, 0.5, 2)
+    offsets = {key: float(rng.uniform(*PART_OFFSETS.get(PART_CLASSES[c], (0.0, 0.0)))) for key, c in parts}
+    tilts, bulges = np.zeros((n_objects, 2)), np.zeros(n_objects)
+    for o in range(n_objects):
+        tilts[o], bulges[o] = rng.uniform(-0.4, 0.4, 2), rng.uniform(0.0, 0.25)
+    return DepthPlan(plane_z, plane_tilt, distances, offsets, tilts, bulges, float(rng.uniform(0.05, 0.3)))
+
+
+def render_planned(plan: DepthPlan, k: CameraIntrinsics, part_map: np.ndarray, parts: dict[int, tuple[int, int]],
+                   object_areas: Sequence[float], occluder: np.ndarray | None = None,
+                   object_centres: Sequence[tuple[float, float]] | None = None) -> np.ndarray:
+    """HxW float64 metres, noise-free (module docstring). part_map: HxW part keys (0 = none); parts: key ->
+    (object index, key into plan.part_offsets); object_areas: pixels per object (sets its dome's radius);
+    object_centres: the domes' centres in pixels (default: each object's visible centroid)."""
+    size = part_map.shape[0]
     v, u = np.mgrid[0:size, 0:size].astype(np.float64)
     rays_x, rays_y = (u - k.cx) / k.fx, (v - k.cy) / k.fy
-    distances = np.sort(rng.uniform(*depth_range, len(scene.objects)))[::-1]  # drawn later = nearer
-    plane_z = float(distances.max(initial=depth_range[1])) + rng.uniform(0.15, 1.0)
-    tilt_x, tilt_y = rng.uniform(-0.5, 0.5, 2)
-    depth = plane_z / np.maximum(1.0 - tilt_x * rays_x - tilt_y * rays_y, plane_z / MAX_DEPTH_M)  # a true plane
-
-    object_of_pixel = np.array([-1] + [p.object_index for p in scene.parts])[scene.part_ids]
-    offsets = np.zeros(len(scene.parts) + 1)
-    for i, part in enumerate(scene.parts, start=1):
-        low, high = PART_OFFSETS.get(PART_CLASSES[part.class_index], (0.0, 0.0))
-        offsets[i] = rng.uniform(low, high)
-    for o, (obj, z_o) in enumerate(zip(scene.objects, distances)):
-        tilt = rng.uniform(-0.4, 0.4, 2)
-        bulge = rng.uniform(0.0, 0.25)
+    tilt_x, tilt_y = plan.plane_tilt
+    depth = plan.plane_z / np.maximum(1.0 - tilt_x * rays_x - tilt_y * rays_y, plan.plane_z / MAX_DEPTH_M)  # a plane
+    lut_object, lut_offset = np.full(int(part_map.max(initial=0)) + 1, -1), np.zeros(int(part_map.max(initial=0)) + 1)
+    for value, (obj, key) in parts.items():
+        if value < lut_object.size:
+            lut_object[value], lut_offset[value] = obj, plan.part_offsets[key]
+    object_of_pixel = lut_object[part_map]
+    for o, z_o in enumerate(plan.distances):
         mask = object_of_pixel == o
         if not mask.any():
             continue
-        rows, cols = np.nonzero(mask)
-        cu, cv = cols.mean(), rows.mean()
-        radius = max(0.5 * math.sqrt(obj.amodal_area), 2.0) * z_o / k.fx  # metres
+        if object_centres is None:
+            rows, cols = np.nonzero(mask)
+            cu, cv = cols.mean(), rows.mean()
+        else:
+            cu, cv = object_centres[o]
+        radius = max(0.5 * math.sqrt(object_areas[o]), 2.0) * z_o / k.fx  # metres
         dx, dy = (u[mask] - cu) * z_o / k.fx, (v[mask] - cv) * z_o / k.fy
-        dome = bulge * radius * np.maximum(0.0, 1.0 - (dx ** 2 + dy ** 2) / radius ** 2)
-        depth[mask] = z_o + tilt[0] * dx + tilt[1] * dy - dome
-    depth += offsets[scene.part_ids]
-    occluder = getattr(scene, "occluder", None)
+        dome = plan.bulges[o] * radius * np.maximum(0.0, 1.0 - (dx ** 2 + dy ** 2) / radius ** 2)
+        depth[mask] = z_o + plan.object_tilts[o, 0] * dx + plan.object_tilts[o, 1] * dy - dome
+    depth += lut_offset[part_map]
     if occluder is not None and occluder.any():
-        nearest = float(distances.min(initial=depth_range[0]))
-        depth[occluder] = max(0.2, nearest - rng.uniform(0.05, 0.3))
+        depth[occluder] = max(0.2, float(plan.distances.min(initial=plan.plane_z)) - plan.occluder_gap)
     return np.clip(depth, 0.2, MAX_DEPTH_M)
+
+
+def render_depth(scene, k: CameraIntrinsics, rng: np.random.Generator,
+                 depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE) -> np.ndarray:
+    """HxW float64 metres, noise-free, for a world.Scene (part_ids value i = scene.parts[i - 1])."""
+    plan = plan_depth(rng, [(i, p.class_index) for i, p in enumerate(scene.parts, start=1)], len(scene.objects),
+                      depth_range)
+    parts = {i: (p.object_index, i) for i, p in enumerate(scene.parts, start=1)}
+    return render_planned(plan, k, scene.part_ids, parts, [o.amodal_area for o in scene.objects], scene.occluder)
 
 
 def sensor_noise(depth_m: np.ndarray, rng: np.random.Generator, level: float = 1.0) -> np.ndarray:
@@ -134,36 +170,74 @@ def to_millimetres(depth_m: np.ndarray) -> np.ndarray:
     return np.where((mm > 0) & (mm <= 65535), mm, 0).astype(np.uint16)
 
 
-def depth_rng(seed: int, split: str, index: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(split.encode("utf-8")), index, stream])
+def depth_rng(seed: int, name: str, *indices: int) -> np.random.Generator:
+    """A stream of its own: (seed, name, indices...), e.g. (seed, split, image index, DEPTH_STREAM)."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8")), *indices])
 
 
 def add_depth(out: Path, split: str, index: int, seed: int, scene, image_entry: dict, part_anns: list[dict],
               depth_noise: float | None, depth_range: tuple[float, float]) -> None:
-    """Write the image's depth (and noisy depth) PNGs and fill the camera entry and the parts' GT 3D centres.
+    """The still world's image `index`: depth from render_depth, written by write_depth.
+    `part_anns` are the image's part annotations in scene.parts order (annotation k = part_ids value k)."""
+    k = camera_intrinsics(scene.part_ids.shape[0])
+    clean = render_depth(scene, k, depth_rng(seed, split, index, DEPTH_STREAM), depth_range)
+    noise_rng = depth_rng(seed, split, index, NOISE_STREAM)
+    write_depth(out, split, image_entry, clean, k, scene.part_ids, range(1, len(part_anns) + 1), part_anns,
+                depth_noise, noise_rng)
 
-    `part_anns` are the image's part annotations in scene.parts order (annotation k = part_ids value k).
-    Files: depth/<split>/<name>.png (noise-free) and, with depth_noise, depth_noisy/<split>/<name>.png:
+
+def write_depth(out: Path, split: str, image_entry: dict, clean_m: np.ndarray, k: CameraIntrinsics,
+                part_map: np.ndarray, values: Sequence[int], part_anns: list[dict], depth_noise: float | None,
+                noise_rng: np.random.Generator) -> None:
+    """Write an image's depth (and noisy depth) PNGs; fill its camera entry and its parts' GT 3D centres
+    (part_anns[i] is the part whose pixels read values[i] in part_map).
+
+    Files: depth/<split>/<file_name> (noise-free) and, with depth_noise, depth_noisy/<split>/<file_name>:
     folders parallel to images/, so image-folder readers never take a depth map for a colour image.
     """
-    size = scene.part_ids.shape[0]
-    k = camera_intrinsics(size)
-    clean_mm = to_millimetres(render_depth(scene, k, depth_rng(seed, split, index, DEPTH_STREAM), depth_range))
+    clean_mm = to_millimetres(clean_m)
     name = image_entry["file_name"]
     camera = {"K": [round(float(v), 6) for v in k.matrix().reshape(-1)], "depth_unit_m": DEPTH_UNIT_M,
               "depth_file": f"depth/{split}/{name}"}
     atomic_write_bytes(out / camera["depth_file"], _png16(clean_mm))
     if depth_noise is not None:
-        noisy = sensor_noise(clean_mm * DEPTH_UNIT_M, depth_rng(seed, split, index, NOISE_STREAM), depth_noise)
+        noisy = sensor_noise(clean_mm * DEPTH_UNIT_M, noise_rng, depth_noise)
         camera["noisy_depth_file"] = f"depth_noisy/{split}/{name}"
         camera["depth_noise"] = depth_noise
         atomic_write_bytes(out / camera["noisy_depth_file"], _png16(to_millimetres(noisy)))
     image_entry["camera"] = camera
-    centre, extent, n = instance_centres(scene.part_ids, range(1, len(part_anns) + 1), clean_mm, k, DEPTH_UNIT_M)
+    centre, extent, n = instance_centres(part_map, list(values), clean_mm, k, DEPTH_UNIT_M)
     for ann, c, s, count in zip(part_anns, centre, extent, n):
         if count:  # every part pixel has a noise-free depth; kept general
             ann["centre_3d_m"] = [round(float(v), 6) for v in c]
             ann["size_3d_m"] = [round(float(v), 6) for v in s]
+
+
+class SequenceDepth:
+    """Depth for one clip of world_sequence: ONE DepthPlan for all its frames (the same distances, plane, tilts
+    and part offsets, so a part's depth changes only as it moves), each object's dome centred on its pose;
+    sensor noise drawn per frame. `add` writes a frame's files and fills its camera entry and GT centres."""
+
+    def __init__(self, out: Path, split: str, seed: int, clip: int, clip_plan, frames: int,
+                 depth_noise: float | None, depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE) -> None:
+        self.out, self.split, self.seed, self.clip, self.frames = Path(out), split, seed, clip, frames
+        self.depth_noise, self.movers = check_depth_noise(depth_noise), clip_plan.movers
+        classes = [(obj, c) for obj, mover in enumerate(self.movers) for c in mover.part_classes]  # track id order
+        self.parts = {track: (obj, track) for track, (obj, _) in enumerate(classes, start=1)}
+        rng = depth_rng(seed, f"{split}/sequence", clip, DEPTH_STREAM)
+        self.plan = plan_depth(rng, [(t, c) for t, (_, c) in enumerate(classes, start=1)], len(self.movers),
+                               check_depth_range(depth_range))
+        self.k = camera_intrinsics(clip_plan.size)
+
+    def add(self, frame_id: int, frame, image_entry: dict, part_anns: list[dict]) -> None:
+        """part_anns: the frame's part annotations in frame.parts order."""
+        poses = [mover.pose(frame_id / max(self.frames - 1, 1)) for mover in self.movers]
+        areas = [(0.7 * scale) ** 2 for _, scale, _ in poses]  # ~ the still world's amodal area of an object
+        clean = render_planned(self.plan, self.k, frame.track_ids, self.parts, areas, frame.occluder,
+                               [(float(c[0]), float(c[1])) for c, _, _ in poses])
+        noise_rng = depth_rng(self.seed, f"{self.split}/sequence", self.clip, frame_id, NOISE_STREAM)
+        write_depth(self.out, self.split, image_entry, clean, self.k, frame.track_ids, list(frame.parts), part_anns,
+                    self.depth_noise, noise_rng)
 
 
 def read_depth(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:

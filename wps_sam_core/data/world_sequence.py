@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import WpsSamError
 from ..io_utils import atomic_write_bytes, atomic_write_text
 from . import render
+from .world_depth import DEFAULT_DEPTH_RANGE, SequenceDepth
 from .world import (
     BUILDERS, KIND_PARTS, MAX_ROTATION, MIN_PART_PIXELS, OBJECT_KINDS, PART_CLASSES, _normalised, check_world_args,
     dump_json, encode_png, mask_annotation,
@@ -74,6 +75,7 @@ class SequenceFrame:
     image: np.ndarray  # HxWx3 uint8 RGB
     track_ids: np.ndarray  # HxW int32: 0 background / clutter, k = the part with clip-local track id k
     parts: dict[int, tuple[int, int]]  # visible part track id -> (class index into PART_CLASSES, object index)
+    occluder: np.ndarray | None = None  # HxW bool: the foreground occluder's pixels (in front, for depth)
 
 
 def clip_rng(seed: int, split: str, clip: int) -> np.random.Generator:
@@ -152,6 +154,7 @@ def render_frame(plan: ClipPlan, t: float) -> SequenceFrame:
                 texture.angle = angle + (math.pi - local if mover.flip else local)
             surface = canvas.paint(shape.transformed(affine), texture)
             part_surfaces.append((surface, class_index, obj))
+    first_occluder = len(canvas.textures)
     for shape, texture in plan.foreground:
         canvas.paint(shape, texture)
     is_part = np.zeros(len(canvas.textures), dtype=bool)
@@ -164,7 +167,7 @@ def render_frame(plan: ClipPlan, t: float) -> SequenceFrame:
         if counts[surface] >= MIN_PART_PIXELS:
             lut[surface] = track_id
             parts[track_id] = (class_index, obj)
-    return SequenceFrame(image, lut[canvas.ids], parts)
+    return SequenceFrame(image, lut[canvas.ids], parts, canvas.ids >= first_occluder)
 
 
 def render_clip(seed: int, clip: int, frames: int = DEFAULT_FRAMES, size: int = 256,
@@ -180,8 +183,11 @@ def check_sequence_args(n: int, frames: int, size: int, split: str) -> None:
         raise WpsSamError(f"--frames must be in [2, 10000] frames per clip (got {frames})")
 
 
-def write_sequences(out: str | Path, n: int, frames: int, seed: int, size: int = 256, split: str = "train") -> dict:
+def write_sequences(out: str | Path, n: int, frames: int, seed: int, size: int = 256, split: str = "train",
+                    depth: bool = False, depth_noise: float | None = None,
+                    depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE) -> dict:
     """Write n clips of `frames` frames as a COCO video dataset; returns a summary with counts and paths.
+    depth (or depth_noise): also depth, K and GT 3D centres per frame (world_depth.SequenceDepth).
 
     Track ids are unique in the file (clip-local id k of clip c -> the k-th part track numbered over all
     clips); `object_track_id` names the object the part belongs to, likewise unique."""
@@ -193,6 +199,8 @@ def write_sequences(out: str | Path, n: int, frames: int, seed: int, size: int =
     for clip in range(n):
         name = f"{clip:04d}"
         videos.append({"id": clip + 1, "name": name, "width": size, "height": size, "length": frames})
+        clip_depth = SequenceDepth(out, split, seed, clip, plan_clip(seed, clip, frames, size, split), frames,
+                                   depth_noise, depth_range) if depth or depth_noise is not None else None
         for frame_id, frame in enumerate(render_clip(seed, clip, frames, size, split)):
             file_name = f"{name}/{frame_id:06d}.png"
             atomic_write_bytes(out / "images" / split / file_name, encode_png(frame.image))
@@ -205,6 +213,8 @@ def write_sequences(out: str | Path, n: int, frames: int, seed: int, size: int =
                                     "category_id": class_index + 1, "track_id": track,
                                     "object_track_id": object_ids.setdefault((clip, obj), len(object_ids) + 1),
                                     **mask_annotation(frame.track_ids == local)})
+            if clip_depth is not None:
+                clip_depth.add(frame_id, frame, images[-1], annotations[len(annotations) - len(frame.parts):])
     kind_of = {p: kind for kind, parts in KIND_PARTS.items() for p in parts}
     info = {"description": "wps-sam procedural part world, clips", "seed": seed, "split": split, "size": size,
             "frames": frames, "sequence_generator_version": SEQUENCE_GENERATOR_VERSION}
