@@ -1,5 +1,6 @@
-"""Depth for the procedural part world (`wps-sam world --depth`): an aligned depth image and K per image,
-optionally with RealSense-like sensor noise, and the ground-truth 3D centre of every part instance.
+"""Depth for the procedural part world (`wps-sam world --depth`): an aligned depth image and K per image (or per
+frame of a clip, `--sequence`: one DepthPlan per clip, so parts keep their distance as they move), optionally with
+RealSense-like sensor noise, and the ground-truth 3D centre of every part instance.
 
 The 2D scene is not touched (its random stream is not read): depth comes from its own stream
 (seed, split, index, DEPTH_STREAM), so a world written with --depth has byte-identical images and masks.
