@@ -29,7 +29,8 @@ def _dataset(root: Path) -> CocoPartDataset:
 
 
 def test_gt_masks_have_zero_error_on_the_noise_free_depth_and_some_with_noise(depth_world):
-    dataset, truth, metrics = _dataset(depth_world), DepthTruth(_dataset(depth_world).annotation_file), GeometryMetrics()
+    dataset = _dataset(depth_world)
+    truth, metrics = DepthTruth(dataset.annotation_file), GeometryMetrics()
     n_parts = 0
     for i in range(len(dataset)):
         sample = dataset[i]

@@ -155,7 +155,8 @@ def test_from_matrix_and_scaled_follow_camera_info():
     big = K.scaled(2 * W, 2 * H)  # a 3D point's pixel centre u maps to 2u + 0.5 at twice the resolution
     x, y, z = 0.1, -0.05, 1.2
     u, v = K.fx * x / z + K.cx, K.fy * y / z + K.cy
-    assert big.fx * x / z + big.cx == pytest.approx(2 * u + 0.5) and big.fy * y / z + big.cy == pytest.approx(2 * v + 0.5)
+    assert big.fx * x / z + big.cx == pytest.approx(2 * u + 0.5)
+    assert big.fy * y / z + big.cy == pytest.approx(2 * v + 0.5)
 
 
 @pytest.mark.parametrize("call, problem", [
