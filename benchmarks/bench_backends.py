@@ -1,4 +1,4 @@
-"""P4: backend torch vs backend onnxruntime (CPU provider) at 640x480 -> one JSON line.
+"""backends: backend torch vs backend onnxruntime (CPU provider) at 640x480 -> one JSON line.
 
 Side by side in one process, same weights, interleaved frames (load drift hits both alike), per model
 (the embedded default; vit_t and vit_b with random weights, every query a part, 5 kept) and per thread
@@ -213,7 +213,7 @@ def main() -> None:
             export_onnx(seg.model, seg.class_names, onnx_dir, sam_type=seg.sam_type, description=seg.description,
                         caveat=seg.caveat)
             node = [node_fps("torch", "", args.node_seconds, 1), node_fps("onnxruntime", str(onnx_dir), args.node_seconds, 1)]
-    result = {"benchmark": "P4_backends", "image_hw": [480, 640], "kept_queries_random_models": KEPT, **info,
+    result = {"benchmark": "backends", "image_hw": [480, 640], "kept_queries_random_models": KEPT, **info,
               "onnxruntime": __import__("onnxruntime").__version__, "models": rows, "target_ratio": TARGET_RATIO}
     if node:
         result["node_embedded_cpu_1_thread"] = node
