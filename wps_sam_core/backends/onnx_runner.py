@@ -61,7 +61,7 @@ def resolve_providers(spec: str | list[str] | tuple[str, ...] = "") -> list[str]
     if not wanted:
         raise WpsSamError(f"onnx_providers {','.join(names)}: none is available in this onnxruntime "
                           f"{ort.__version__} (available: {', '.join(available)})")
-    if explicit and len(wanted) < len(names):
+    if explicit and len(wanted) < len({PROVIDER_NAMES.get(n.lower(), n) for n in names}):
         log.warning("onnx_providers: %s not available here; using %s", ",".join(names), ",".join(wanted))
     return wanted
 
