@@ -4,7 +4,8 @@ The real command (`python -m wps_sam_core.cli cache`, Lightning Fabric, gloo) on
 full-size encoder (default `vit_b`, random weights): 1 process x 1 torch thread, 1 process x 2 threads (what one
 process gets from both cores), 2 processes x 1 thread (`--devices 2`), interleaved, `--repeats` times each. Two
 times per run: `build_s` (the build itself, from the command's own JSON line) and `wall_s` (the whole command:
-interpreter, imports, process start, the model; a second process pays its own). Ratios are of medians.
+interpreter, imports, process start, the model; a second process pays its own). Ratios are of medians; each
+run's load average at its start is in `runs`.
 
 Honest about the machine: with 2 cores, 2 processes can at best halve the 1-thread time and should roughly match
 1 process x 2 threads (the same cores); what scales on a GPU node is processes x GPUs, which this cannot show.
@@ -53,18 +54,21 @@ def same_bytes(a: Path, b: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sam-type", default="vit_b")
-    parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--images", type=int, default=2, help="shards of 1 image: 2 = one per process")
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     load_start = machine()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_world(root / "world", args.images, 0, 256, "train")
         times: dict[str, list[dict]] = {name: [] for name in CONFIGS}
-        for repeat in range(args.repeats):
-            for name, (processes, threads) in CONFIGS.items():
-                times[name].append(run_cache(root / "world", root / f"{name}_{repeat}", args.sam_type, processes,
-                                             threads))
+        for repeat in range(args.repeats):  # ABC then CBA: a load that drifts over the run hits all alike
+            order = list(CONFIGS) if repeat % 2 == 0 else list(reversed(CONFIGS))
+            for name in order:
+                processes, threads = CONFIGS[name]
+                load = round(os.getloadavg()[0], 2)
+                times[name].append({**run_cache(root / "world", root / f"{name}_{repeat}", args.sam_type, processes,
+                                                threads), "load_1m": load})
         identical = same_bytes(root / "1proc_1thread_0", root / "2proc_1thread_0")
     median = {name: {k: round(statistics.median(r[k] for r in runs), 2) for k in ("build_s", "wall_s")}
               for name, runs in times.items()}
@@ -76,6 +80,7 @@ def main() -> None:
         "speedup_2proc_vs_1proc_2threads_build": round(median["1proc_2threads"]["build_s"] / two["build_s"], 2),
         "speedup_2proc_vs_1proc_1thread_wall": round(median["1proc_1thread"]["wall_s"] / two["wall_s"], 2),
         "identical_1_vs_2_processes": identical,
+        "runs": {name: [{k: round(v, 2) for k, v in r.items()} for r in runs] for name, runs in times.items()},
         "note": "2 shared CPU cores: 2 processes x 1 thread use the same cores as 1 process x 2 threads",
         **load_start,
     })

@@ -83,7 +83,8 @@ def one_process(tmp_path_factory, small_world, tiny_files, one_torch_thread):
     return out
 
 
-def test_two_processes_write_the_same_bytes_as_one_and_the_manifest_last(tmp_path, small_world, tiny_files, one_process):
+def test_two_processes_write_the_same_bytes_as_one_and_the_manifest_last(tmp_path, small_world, tiny_files,
+                                                                         one_process):
     proc = Run(cache_args(small_world, tiny_files[0], tmp_path / "two", "--devices", 2), tmp_path / "logs")
     seen = watch(proc, tmp_path / "two")
     code, out, err = proc.wait()

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                             f"'{RANDOM_WEIGHTS}' = random weights (tests and smoke runs only)")
     c.add_argument("--hflip", action="store_true", help="also cache horizontally flipped variants")
     c.add_argument("--accelerator", "--device", dest="accelerator", default="auto",
-                   choices=["auto", "cpu", "cuda", "gpu"], help="as `wps-sam train --accelerator` (--device: the old name)")
+                   choices=["auto", "cpu", "cuda", "gpu"],
+                   help="as `wps-sam train --accelerator` (--device: the old name)")
     c.add_argument("--devices", type=int, default=1, help="processes per node (GPUs, or CPU processes)")
     c.add_argument("--num-nodes", type=int, default=1, help="nodes (under torchrun or SLURM)")
     c.add_argument("--timeout-min", type=float, default=DEFAULT_TIMEOUT_MIN,
@@ -51,7 +52,8 @@ def run_cache(args: argparse.Namespace) -> int:
 
     variants = ("orig", "hflip") if args.hflip else ("orig",)
     check_build_args(variants, args.shard_size, args.batch_size)  # before any process starts: one line, once
-    for flag, value in (("--devices", args.devices), ("--num-nodes", args.num_nodes), ("--timeout-min", args.timeout_min)):
+    for flag, value in (("--devices", args.devices), ("--num-nodes", args.num_nodes),
+                        ("--timeout-min", args.timeout_min)):
         if not value > 0:
             raise WpsSamError(f"{flag} must be > 0, got {value:g}")
     sam_path = sam_weights_path(args.sam_checkpoint)

@@ -31,8 +31,8 @@ from segment_anything.modeling import Sam
 from ..errors import WpsSamError
 from ..io_utils import atomic_path, atomic_write_text
 from ..preprocess import SamTransform, normalize_and_pad
-from .cache import (BUILD_FILE, CACHE_FORMAT_VERSION, NO_HASH, VARIANTS, CacheProvenance, EmbeddingCache, ImageSource, _examples,
-                    image_sha1, shard_name)
+from .cache import (BUILD_FILE, CACHE_FORMAT_VERSION, NO_HASH, VARIANTS, CacheProvenance, EmbeddingCache,
+                    ImageSource, _examples, image_sha1, shard_name)
 from .processes import Ranks
 
 log = logging.getLogger(__name__)
@@ -269,7 +269,8 @@ def build_cache(
                 if ranks.world == 1:
                     raise
                 log.exception("rank %d: shard %d failed", ranks.rank, shard)
-                error = f"rank {ranks.rank}: shard {shard}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+                first_line = (str(exc).splitlines() or [""])[0]
+                error = f"rank {ranks.rank}: shard {shard}: {type(exc).__name__}: {first_line}"
         outcomes = ranks.gather((error, count))
         ranks.fail_on_any([e for e, _ in outcomes])
         bar.update(sum(c for _, c in outcomes))
