@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from wps_sam_ros import topics
-from wps_sam_ros.core import PartSegCore, depth_options, load_segmenter
+from wps_sam_ros.core import PartSegCore, load_segmenter
+from wps_sam_ros.parts_3d import depth_options
 from wps_sam_ros.messages import OK, WARN, MessageFactory, RosbagsBackend
 
 from conftest import random_image
@@ -136,7 +137,7 @@ def test_depth_scale_to_image_lifts_a_half_size_depth(segmenter):
 def test_points_only_while_wanted_and_published(segmenter):
     wanted = [False]
     core = depth_core(segmenter)
-    core.points_wanted = lambda: wanted[0]
+    core.lifter.points_wanted = lambda: wanted[0]
     assert "points" not in core.process(*frame()) and "detections_3d" in core.process(*frame())
     wanted[0] = True
     assert "points" in core.process(*frame())

@@ -203,7 +203,8 @@ def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: s
     from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
 
-    from .core import PartSegCore, depth_options, stamp_ns
+    from .core import PartSegCore, stamp_ns
+    from .parts_3d import depth_options
     from .messages import MessageFactory, RosbagsBackend, ros2_typestore
     from .sync import DepthFrameSync
 
@@ -284,9 +285,9 @@ def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: s
         if sync is not None and image_times:
             log.warning("%d image(s) had no depth image within %g s (--sync-slop-s): not segmented", len(image_times),
                         depth_params["sync_slop_s"])
-        if core.depth_stats.rejected_3d:
-            log.warning("%d image(s) without 3D; last problem: %s", core.depth_stats.rejected_3d,
-                        core.depth_stats.last_problem)
+        depth_stats = core.lifter.stats if core.lifter is not None else None
+        if depth_stats is not None and depth_stats.rejected_3d:
+            log.warning("%d image(s) without 3D; last problem: %s", depth_stats.rejected_3d, depth_stats.last_problem)
         if core.tracking and core.tracker.resets:
             log.info("tracker reset %d time(s) (%s); the parts got new ids each time", core.tracker.resets,
                      ", ".join(f"{n} x {reason}" for reason, n in core.tracker.resets_by_reason.items() if n))

@@ -25,9 +25,10 @@ from wps_sam_core.postprocess.tracking import RESET_BY_CALLER, PartTracker, Trac
 from wps_sam_core.segmenter import PartSegmenter, SegmenterSettings, load_segmenter as core_load_segmenter
 
 from . import topics
-from .conversions import depth_for_image, message_to_rgb
+from .conversions import message_to_rgb
 from .messages import OK, WARN, MessageFactory
 from .params import check, check_all
+from .parts_3d import PartLifter
 from .sync import stamp_ns
 
 log = logging.getLogger(__name__)
@@ -48,16 +49,6 @@ def settings_from_parameters(params: dict[str, Any]) -> SegmenterSettings:
 
 def tracker_settings_from_parameters(params: dict[str, Any]) -> TrackerSettings:
     return TrackerSettings(**{field: params[name] for name, field in TRACKER_PARAMETERS.items()})
-
-
-def depth_options(params: dict[str, Any]) -> dict[str, Any]:
-    """PartSegCore's 3D keyword arguments from node parameters; none without a depth_topic (2D only)."""
-    if not params["depth_topic"]:
-        return {}
-    info_topic = topics.camera_info_topic(params["depth_topic"], params["camera_info_topic"])
-    return {"depth_inputs": (params["depth_topic"], info_topic),
-            "depth_scale_to_image": bool(params["depth_scale_to_image"]),
-            "publish_points": bool(params["publish_points"])}
 
 
 def load_segmenter(params: dict[str, Any]) -> PartSegmenter:
@@ -168,23 +159,6 @@ class FrameStats:
         }
 
 
-@dataclass
-class DepthStats:
-    """Parts in 3D: frames lifted, frames whose 3D was refused (2D still went out) and why, parts without depth."""
-
-    frames_3d: int = 0
-    rejected_3d: int = 0
-    parts_without_depth: int = 0
-    camera_info_seen: bool = False
-    last_problem: str = ""
-    last_was_rejected: bool = False
-
-    def values(self) -> dict[str, str]:
-        return {"frames_3d": str(self.frames_3d), "frames_3d_rejected": str(self.rejected_3d),
-                "parts_without_depth": str(self.parts_without_depth),
-                "camera_info": "received" if self.camera_info_seen else "waiting"}
-
-
 def frame_latency_ms(now_ns: int, header: Any) -> float | None:
     """now - header.stamp on the node's clock (sim time under use_sim_time); None while either is unset (0):
     a node waiting for /clock, or a camera that does not stamp, has no measurable latency."""
@@ -213,10 +187,10 @@ class PartSegCore:
         publish_points: bool = True,
         points_wanted: Callable[[], bool] = lambda: True,
     ) -> None:
-        """depth_inputs: (depth topic, CameraInfo topic) to lift parts to 3D (frames come with their depth and the
-        latest CameraInfo); None = 2D only. tracking: instance ids become track ids, by one PartTracker for the one image stream this core serves:
+        """tracking: instance ids become track ids, by one PartTracker for the one image stream this core serves:
         `tracker` (a transport that outlives its cores keeps one, so ids are not reused) or a new one; with
-        `tracker_settings` when given."""
+        `tracker_settings` when given. depth_inputs: (depth topic, CameraInfo topic) to lift parts to 3D
+        (parts_3d.PartLifter; frames come with their depth and the latest CameraInfo); None = 2D only."""
         self.segmenter = segmenter
         self.factory = factory
         self.publish = publish
@@ -237,11 +211,9 @@ class PartSegCore:
         self._tracking_lock = threading.Lock()
         self._tracker_used = False  # a frame went through the tracker since tracking was last switched on
         self.depth_inputs = depth_inputs
-        self.depth_scale_to_image = depth_scale_to_image
-        self.publish_points = publish_points
-        self.points_wanted = points_wanted
-        self.depth_stats = DepthStats()
-        self._warn_3d = ThrottledWarning(warn)  # its own throttle: 3D problems must not hide 2D ones
+        self.lifter = None if depth_inputs is None else PartLifter(
+            factory, depth_inputs, ThrottledWarning(warn), depth_scale_to_image=depth_scale_to_image,
+            publish_points=publish_points, points_wanted=points_wanted)
 
     # -- live path
     def start(self) -> None:
@@ -314,40 +286,12 @@ class PartSegCore:
 
             overlay = draw_overlay(rgb, seg.labels, seg.instance_ids, seg.class_names)
         outputs = self.factory.part_messages(msg.header, seg, overlay)
-        if self.depth_inputs is not None:
-            outputs.update(self._outputs_3d(msg.header, seg, depth, camera_info))
+        if self.lifter is not None:
+            outputs.update(self.lifter.outputs(msg.header, seg, depth, camera_info))
         with self._stats_lock:
             self.stats.add(inference_ms, frame_latency_ms(self.now_ns(), msg.header))
             self.stats.last_was_rejected = False
         return outputs
-
-    def _outputs_3d(self, header: Any, seg: Any, depth: Any, camera_info: Any) -> dict[str, Any]:
-        """detections_3d (+ points while wanted) of one frame; a problem is counted with its reason, and {}."""
-        from wps_sam_core.postprocess.geometry3d import lift_to_3d, part_points
-
-        try:
-            if camera_info is None:
-                raise WpsSamError(f"no CameraInfo received yet on {self.depth_inputs[1]}")
-            if depth is None:
-                raise WpsSamError(f"no depth image paired with the frame ({self.depth_inputs[0]})")
-            depth_m, intrinsics = depth_for_image(depth, camera_info, seg.labels.shape, self.depth_scale_to_image)
-            lifted = lift_to_3d(seg, depth_m, intrinsics)
-            points = (part_points(seg, depth_m, intrinsics)  # class colours: RViz shows the parts
-                      if self.publish_points and self.points_wanted() else None)
-        except WpsSamError as exc:
-            with self._stats_lock:
-                stats = self.depth_stats
-                stats.rejected_3d += 1
-                stats.camera_info_seen |= camera_info is not None
-                stats.last_problem, stats.last_was_rejected = str(exc), True
-            self._warn_3d(f"no 3D for frame: {exc}")
-            return {}
-        with self._stats_lock:
-            stats = self.depth_stats
-            stats.frames_3d += 1
-            stats.parts_without_depth += len(lifted.no_depth)
-            stats.camera_info_seen, stats.last_was_rejected = True, False
-        return self.factory.part_messages_3d(header, lifted, points)
 
     def _reject(self, problem: str) -> None:
         with self._stats_lock:
@@ -375,14 +319,8 @@ class PartSegCore:
             level, message = OK, "waiting for images" if self.depth_inputs is None else "waiting for image + depth pairs"
         else:
             level, message = OK, "segmenting"
-        if self.depth_inputs is not None:
-            with self._stats_lock:
-                depth_stats = dataclasses.replace(self.depth_stats)
-            values.update(depth_topic=self.depth_inputs[0], camera_info_topic=self.depth_inputs[1],
-                          **depth_stats.values())
-            if depth_stats.last_was_rejected:
-                waiting = "3D waiting for CameraInfo" if not depth_stats.camera_info_seen else "no 3D for last frame"
-                level, message = max(level, WARN), f"{message}; {waiting}: {depth_stats.last_problem}"
+        if self.lifter is not None:
+            level, message = self.lifter.diagnose(values, level, message)
         values["tracking"] = "on" if self.tracking else "off"
         if self.tracking:
             values.update({key if key.startswith("tracks_") else f"tracker_{key}": value
@@ -418,8 +356,8 @@ class PartSegCore:
             self._switch_tracking(bool(changes["tracking"]))
         if "publish_overlay" in changes:
             self.publish_overlay = bool(changes["publish_overlay"])
-        if "publish_points" in changes:
-            self.publish_points = bool(changes["publish_points"])
+        if "publish_points" in changes and self.lifter is not None:
+            self.lifter.publish_points = bool(changes["publish_points"])
         if "score_threshold" in settings:
             self.publish("label_info", self.label_info_message())  # LabelInfo carries the threshold
         return True, ""

@@ -174,7 +174,8 @@ class DdsTransport:
         from cyclonedds.sub import DataReader
         from cyclonedds.topic import Topic
 
-        from .core import PartSegCore, depth_options, tracker_settings_from_parameters
+        from .core import PartSegCore, tracker_settings_from_parameters
+        from .parts_3d import depth_options
         from .messages import MessageFactory
         from .sync import DepthFrameSync
 

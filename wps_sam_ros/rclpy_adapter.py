@@ -167,7 +167,8 @@ class PartSegRos:
 
         from wps_sam_core.postprocess.tracking import RESET_BY_CALLER, PartTracker
 
-        from .core import PartSegCore, depth_options, load_segmenter, tracker_settings_from_parameters
+        from .core import PartSegCore, load_segmenter, tracker_settings_from_parameters
+        from .parts_3d import depth_options
 
         params = self.parameters()
         self.segmenter = load_segmenter(params)
