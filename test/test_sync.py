@@ -57,6 +57,13 @@ def test_queue_size_drops_the_oldest_and_counts_it():
     assert sync.unpaired[0] == 3 and sorted(sync.queues[1]) == [0, 33 * MS]
 
 
+def test_a_message_older_than_a_full_queue_is_dropped_not_paired():
+    """After a stamp jump backwards (a bag loop) with unpaired messages left, a late message is the oldest in its
+    full queue: trimmed at once, never emitted (as in message_filters), and no KeyError."""
+    sets, sync = run([(0, 980 * MS), (0, 990 * MS), (1, 20 * MS), (0, 21 * MS)], queue_size=2)
+    assert sets == [] and sorted(sync.queues[0]) == [980 * MS, 990 * MS] and sync.unpaired[0] == 1
+
+
 def test_a_repeated_stamp_replaces_the_queued_message():
     sets = []
     sync = ApproximateTimeSync(2, 10, 0.01, lambda a, b: sets.append((a.tag, b.tag)))

@@ -60,6 +60,8 @@ class ApproximateTimeSync:
             while len(queue) > self.queue_size:
                 del queue[min(queue)]
                 self.unpaired[index] += 1
+            if stamp not in queue:  # older than a full queue: dropped at once (message_filters never emits it)
+                return None
             candidates = []
             for other in self.queues[:index] + self.queues[index + 1:]:
                 near = [(s, abs(s - stamp)) for s in other if abs(s - stamp) <= self.slop_ns]
