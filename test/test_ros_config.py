@@ -83,8 +83,8 @@ def test_defaults_equal_the_segmenter_and_cli_defaults():
 def test_launch_arguments_are_the_documented_set_and_match_the_parameters():
     assert set(topics.LAUNCH_ARGUMENTS) == {"image_topic", "image_transport", "input_qos", "params_file",
                                             "sam_checkpoint", "prompter_checkpoint", "device", "use_sim_time",
-                                            "namespace", "use_lifecycle", "autostart", "depth_topic",
-                                            "camera_info_topic"}
+                                            "namespace", "use_lifecycle", "autostart", "backend", "onnx_dir",
+                                            "depth_topic", "camera_info_topic"}
     assert topics.LAUNCH_ARGUMENTS["params_file"].default == "$(find-pkg-share wps_sam_ros)/config/part_seg.yaml"
     for name in topics.PARAMETER_ARGUMENTS:
         assert name in topics.PARAMETERS

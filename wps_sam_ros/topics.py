@@ -190,7 +190,7 @@ class LaunchArgument:
 # Launch arguments named like a parameter override it when non-empty; empty keeps the params_file
 # value, so editing the YAML is never silently undone by a launch default.
 PARAMETER_ARGUMENTS = ("image_topic", "image_transport", "input_qos", "sam_checkpoint", "prompter_checkpoint",
-                       "device", "depth_topic", "camera_info_topic")
+                       "device", "backend", "onnx_dir", "depth_topic", "camera_info_topic")
 LAUNCH_ARGUMENTS: dict[str, LaunchArgument] = {
     # the launch file turns this default into PathJoinSubstitution([FindPackageShare(PACKAGE), ...])
     "params_file": LaunchArgument(f"$(find-pkg-share {PACKAGE})/config/{CONFIG_FILE}", "node parameters YAML"),
