@@ -82,6 +82,8 @@ CASES = {
                       "opset 99 is newer than onnxruntime"),
     "graph-of-another-class-count": (lambda d, o: shutil.copy(o, d / "prompter.onnx"), "prompter.onnx",
                                      "graph of another model (shape [5]), export.json says 3 part classes"),
+    "object-classes-of-another-model": (lambda d, o: _edit_meta(d, object_classes=["mug"]), "export.json",
+                                        "object_classes must list one object class per part class (3)"),
     "graphs-of-another-sam-size": (lambda d, o: _edit_meta(d, image_size=1024, sam_type="vit_b"), "image_encoder.onnx",
                                    "graph of another model (shape [3, 256, 256]), export.json says 1024-px images"),
 }

@@ -55,7 +55,7 @@ def _export_into(seg: PartSegmenter, directory: Path, fp16: bool) -> None:
         raise WpsSamError("backend onnxruntime without onnx_dir exports the model first and needs the `export` "
                           "extra: pip install onnx onnxruntime") from None
     export_onnx(seg.model, seg.class_names, directory, sam_type=seg.sam_type, fp16=fp16,
-                description=seg.description, caveat=seg.caveat, object_classes=getattr(seg, "object_classes", None))
+                description=seg.description, caveat=seg.caveat, object_classes=seg.object_classes)
 
 
 def exported_graphs(seg: PartSegmenter, fp16: bool, cache: Path | None = None) -> Path:
@@ -132,11 +132,9 @@ def load_onnx_segmenter(prompter: str | Path | None, sam_type: str | None, sam_c
             log.warning("precision %s: the graphs in %s are %s and run as they are", precision, onnx_dir,
                         runner.precision)
         description = f"{meta.get('description') or 'model'} (ONNX graphs in {onnx_dir})"
-        seg = PartSegmenter(runner, meta["class_names"], settings=settings, sam_type=meta.get("sam_type", ""),
-                            description=description, caveat=meta.get("caveat", ""))
-        if meta.get("object_classes") and hasattr(seg, "object_classes"):
-            seg.object_classes = tuple(meta["object_classes"])
-        return seg
+        return PartSegmenter(runner, meta["class_names"], settings=settings, sam_type=meta.get("sam_type", ""),
+                             description=description, caveat=meta.get("caveat", ""),
+                             object_classes=meta.get("object_classes") or None)  # length checked there
     source = torch_segmenter()
     fp16 = precision in HALF_PRECISIONS
     if str(sam_checkpoint or "") == RANDOM_WEIGHTS:  # other weights at every start: nothing worth caching
@@ -145,9 +143,6 @@ def load_onnx_segmenter(prompter: str | Path | None, sam_type: str | None, sam_c
             runner = OnnxRunner(tmp, threads=threads, **options)  # onnxruntime holds the graphs in memory now
     else:
         runner = OnnxRunner(exported_graphs(source, fp16), threads=threads, **options)
-    seg = PartSegmenter(runner, source.class_names, settings=source.settings, sam_type=source.sam_type,
-                        description=f"{source.description} (onnxruntime, graphs in {runner.directory})",
-                        caveat=source.caveat)
-    if hasattr(source, "object_classes"):
-        seg.object_classes = source.object_classes
-    return seg
+    return PartSegmenter(runner, source.class_names, settings=source.settings, sam_type=source.sam_type,
+                         description=f"{source.description} (onnxruntime, graphs in {runner.directory})",
+                         caveat=source.caveat, object_classes=source.object_classes)

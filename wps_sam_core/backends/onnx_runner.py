@@ -86,6 +86,10 @@ def read_export(directory: str | Path) -> dict:
     if meta.get("format_version", 1) > 1:
         raise WpsSamError(f"{path}: format_version {meta['format_version']} is newer than this wps_sam (1); "
                           f"re-export with this version or update wps_sam")
+    objects = meta.get("object_classes")
+    if objects is not None and (not isinstance(objects, list) or len(objects) != len(meta["class_names"])):
+        raise WpsSamError(f"{path}: object_classes must list one object class per part class "
+                          f"({len(meta['class_names'])}), got {objects!r:.80}; re-export the folder")
     missing = [name for name in GRAPHS if name not in meta["files"]]
     if missing:
         raise WpsSamError(f"{path}: the export has no {', '.join(missing)} graph (exported with --no-encoder?); "
