@@ -82,7 +82,9 @@ def test_message_filters_pairs_colour_and_depth_and_3d_waits_for_camera_info(tin
             assert not got["dets"] and last_status().level == b"\x01"  # WARN
             with_info_from = len(sent)
             assert spin_until(probe, lambda: len(got["dets"]) >= 3, 60, every=lambda: send(with_info=True)), node.log
-            spin_until(probe, lambda: False, 0.5)  # the instance maps of those frames
+            # the instance maps of those frames (published with them; wait for them, not for a fixed time)
+            assert spin_until(probe, lambda: {stamp_of(d) for d in got["dets"]} <= {stamp_of(m) for m in got["inst"]},
+                              30), node.log
         finally:
             node.stop(timeout=20)
     assert node.returncode == 0, node.log

@@ -246,6 +246,7 @@ class PartSegRos:
             if sub is not None:
                 self.node.destroy_subscription(sub)
         self.subscription, self.depth_subscriptions, self.synchronizer = None, [], None
+        self.camera_info = None  # its subscription is gone; activate may read another camera_info_topic
         if self.timer is not None:
             self.node.destroy_timer(self.timer)
             self.timer = None
