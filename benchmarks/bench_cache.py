@@ -9,7 +9,9 @@ run's load average at its start is in `runs`.
 
 Honest about the machine: with 2 cores, 2 processes can at best halve the 1-thread time and should roughly match
 1 process x 2 threads (the same cores); what scales on a GPU node is processes x GPUs, which this cannot show.
-The cores are shared with whatever else runs: load averages at start and end are in the line. The caches of
+The cores are shared with whatever else runs: load averages at start and end are in the line, and
+`cpu_parallel_capacity` measures, at start and end, how many cores' worth of dense fp32 matmul two 1-thread
+processes get at once (2.0 = two free cores): the ceiling of any 2-process speedup on this machine. The caches of
 1 and 2 processes are also compared byte for byte (`identical_1_vs_2_processes`).
 """
 from __future__ import annotations
@@ -45,6 +47,21 @@ def run_cache(world: Path, out: Path, sam_type: str, processes: int, threads: in
     return {"wall_s": wall, "build_s": json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]}
 
 
+MATMUL = ("import time, torch; torch.set_num_threads(1); a = torch.randn(1024, 1024); s = time.perf_counter()\n"
+          "for _ in range(60): a @ a\nprint(time.perf_counter() - s)")
+
+
+def parallel_capacity() -> float:
+    """How many cores' worth of dense fp32 work this machine gives two 1-thread processes at once (2.0 = two free
+    cores; shared vCPUs give less): the ceiling of any 2-process speedup here."""
+    def matmuls(n: int) -> list[float]:
+        procs = [subprocess.Popen([sys.executable, "-c", MATMUL], stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        return [float(p.communicate()[0]) for p in procs]
+
+    alone = matmuls(1)[0]
+    return round(2 * alone / max(matmuls(2)), 2)
+
+
 def same_bytes(a: Path, b: Path) -> bool:
     names = sorted(p.name for p in a.iterdir())
     return names == sorted(p.name for p in b.iterdir()) and all(
@@ -58,6 +75,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     load_start = machine()
+    capacity_start = parallel_capacity()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_world(root / "world", args.images, 0, 256, "train")
@@ -79,6 +97,7 @@ def main() -> None:
         "speedup_2proc_vs_1proc_1thread_build": round(median["1proc_1thread"]["build_s"] / two["build_s"], 2),
         "speedup_2proc_vs_1proc_2threads_build": round(median["1proc_2threads"]["build_s"] / two["build_s"], 2),
         "speedup_2proc_vs_1proc_1thread_wall": round(median["1proc_1thread"]["wall_s"] / two["wall_s"], 2),
+        "cpu_parallel_capacity": [capacity_start, parallel_capacity()],  # at start and end
         "identical_1_vs_2_processes": identical,
         "runs": {name: [{k: round(v, 2) for k, v in r.items()} for r in runs] for name, runs in times.items()},
         "note": "2 shared CPU cores: 2 processes x 1 thread use the same cores as 1 process x 2 threads",

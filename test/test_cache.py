@@ -224,6 +224,15 @@ def test_cli_cache_process_flags_are_checked_before_starting(tmp_path, small_wor
     assert not (tmp_path / "c").exists()
 
 
+def test_cli_cache_refuses_a_bad_dataset_before_starting_processes(tmp_path, small_world, capsys):
+    argv = ["cache", "--data", str(small_world), "--split", "nope", "--out", str(tmp_path / "c"), "--sam-type", "tiny",
+            "--sam-checkpoint", "random", "--accelerator", "cpu", "--devices", "2", "--no-progress"]
+    assert main(argv) == 2  # in this process: had it started a second one, that one would rerun pytest's argv
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wps-sam cache: error: ") and "nope" in err and "\n" not in err
+    assert not (tmp_path / "c").exists()
+
+
 def test_shards_written_where_rank_0_cannot_see_them_are_named(tmp_path, tiny_model):
     """Several nodes with --out on node-local disks: rank 0 finds the others' shards missing when it merges."""
     from wps_sam_core.distill.cache_build import _Folder

@@ -43,7 +43,7 @@ def run_cache(args: argparse.Namespace) -> int:
     from ..data.coco import CocoPartDataset
     from ..distill.cache import provenance_for
     from ..distill.cache_build import build_cache, check_build_args
-    from ..distill.processes import launch, make_fabric
+    from ..distill.processes import Ranks, launch, make_fabric
     from ..errors import WpsSamError
     from ..io_utils import sha256_file
     from ..modeling.sam import load_sam, sam_weights_path
@@ -57,13 +57,20 @@ def run_cache(args: argparse.Namespace) -> int:
         if not value > 0:
             raise WpsSamError(f"{flag} must be > 0, got {value:g}")
     sam_path = sam_weights_path(args.sam_checkpoint)
+    dataset = CocoPartDataset.from_root(args.data, args.split, skip_bad=args.skip_bad)  # a bad one: no process starts
     fabric = make_fabric(args.accelerator, args.devices, args.num_nodes, timeout_s=60 * args.timeout_min)
     launch(fabric)
-    dataset = CocoPartDataset.from_root(args.data, args.split, skip_bad=args.skip_bad)
-    if sam_path is None:  # random weights: the same on every rank (and in every run), as training seeds them
-        torch.manual_seed(RANDOM_WEIGHTS_SEED)
-    sam = load_sam(args.sam_type, sam_path).to(fabric.device)
-    provenance = provenance_for(sam, args.sam_type, sha256_file(sam_path) if sam_path else "")
+    error = None
+    try:  # a checkpoint one node cannot read: every rank stops, one line
+        if sam_path is None:  # random weights: the same on every rank (and in every run), as training seeds them
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        sam = load_sam(args.sam_type, sam_path).to(fabric.device)
+        provenance = provenance_for(sam, args.sam_type, sha256_file(sam_path) if sam_path else "")
+    except (WpsSamError, OSError) as exc:
+        if fabric.world_size == 1:
+            raise
+        error = f"rank {fabric.global_rank}: {exc}"
+    Ranks(fabric).agree(error)
     items = [(dataset.instances(i).file_name, dataset.image_path(i)) for i in range(len(dataset))]
     started = time.perf_counter()
     cache = build_cache(args.out, sam, provenance, items, variants, args.shard_size, args.batch_size,
