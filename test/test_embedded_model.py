@@ -107,3 +107,14 @@ def test_dedup_makes_the_demos_hammer_head_copies_one(tmp_path, card, segmenter)
     assert len(others) == 1 and not (others[0].mask & head).any()  # the copy on the clutter, off the head
     covered_off, covered_on = (off.labels[head] == head_id).mean(), (on.labels[head] == head_id).mean()
     assert covered_on >= covered_off - 0.01 and covered_on > 0.6, (covered_off, covered_on)
+
+
+def test_object_classes_go_through_the_constructor_check(segmenter):
+    from wps_sam_core.embedded import embedded_object_classes
+    from wps_sam_core.errors import WpsSamError
+    from wps_sam_core.segmenter import PartSegmenter
+
+    assert segmenter.object_classes == embedded_object_classes()  # the card's table, passed at construction
+    with pytest.raises(WpsSamError, match=rf"^1 object classes for {len(segmenter.class_names)} part classes$"):
+        PartSegmenter.from_checkpoints(EMBEDDED_PROMPTER, "tiny", EMBEDDED_SAM_WEIGHTS, device="cpu",
+                                       object_classes=("hammer",))

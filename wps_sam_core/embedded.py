@@ -47,9 +47,8 @@ def load_embedded_segmenter(device: str = DEFAULT_DEVICE, precision: str = DEFAU
             f"no embedded default model in {ASSETS_DIR}; pass --prompter (and --sam-checkpoint) "
             f"or reinstall the package"
         )
-    seg = PartSegmenter.from_checkpoints(
+    return PartSegmenter.from_checkpoints(
         EMBEDDED_PROMPTER, EMBEDDED_SAM_TYPE, EMBEDDED_SAM_WEIGHTS, device, precision, settings,
         description=EMBEDDED_DESCRIPTION, caveat=DEMO_MODEL_CAVEAT,
+        object_classes=embedded_object_classes(),  # the card's table; None = the checkpoint's
     )
-    seg.object_classes = embedded_object_classes() or seg.object_classes
-    return seg

@@ -175,6 +175,7 @@ class PartSegmenter:
         *,
         description: str = "",
         caveat: str = "",
+        object_classes: Sequence[str] | None = None,
         allow_sam_mismatch: bool = False,
         sam_flag: str = "--sam-checkpoint",
         mismatch_flag: str = "--allow-sam-mismatch",
@@ -184,7 +185,8 @@ class PartSegmenter:
 
         SAM weights other than those the prompter records (sha256 of its SAM file) are refused unless
         `allow_sam_mismatch`. `sam_flag` / `mismatch_flag` name the user's settings in the errors (CLI flags,
-        node parameters; mismatch_flag "" = no override offered). `description` "" names the files."""
+        node parameters; mismatch_flag "" = no override offered). `description` "" names the files;
+        `object_classes` None = the checkpoint's table (length checked by the constructor either way)."""
         from .checkpoint import load_prompter_checkpoint
         from .io_utils import sha256_file
         from .modeling.sam import get_sam_config, load_sam, sam_weights_path
@@ -200,7 +202,8 @@ class PartSegmenter:
         description = description or (
             f"prompter {prompter_checkpoint} on SAM {sam_type} ({sam_path or 'random weights'})")
         return cls(model, ckpt.class_names, device, precision, settings,
-                   sam_type=sam_type, description=description, caveat=caveat, object_classes=ckpt.object_classes)
+                   sam_type=sam_type, description=description, caveat=caveat,
+                   object_classes=ckpt.object_classes if object_classes is None else object_classes)
 
     # ---- settings ------------------------------------------------------------------------
     @property

@@ -31,7 +31,7 @@ def run_export(args: argparse.Namespace) -> int:
     seg = segmenter_from_args(args)
     exported = export_onnx(seg.model, seg.class_names, args.onnx, sam_type=seg.sam_type, opset=args.opset,
                            include_encoder=not args.no_encoder, fp16=args.fp16, description=seg.description,
-                           caveat=seg.caveat, object_classes=getattr(seg, "object_classes", None))
+                           caveat=seg.caveat, object_classes=seg.object_classes)
     for name, path in exported.files.items():
         print(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     print(f"metadata: {exported.directory / 'export.json'}")
