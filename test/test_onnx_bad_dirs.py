@@ -4,6 +4,7 @@ model (mixed exports, another SAM size, another prompter), bad providers; the CL
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -126,3 +127,28 @@ def test_cli_prints_one_line_for_a_bad_onnx_dir_and_bad_providers(good_dir, tmp_
         err = capsys.readouterr().err
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("leftover", ["folder", "file"])
+def test_cache_entry_without_export_json_is_refused_and_kept(tiny_files, tmp_path, monkeypatch, leftover):
+    """The cache folder of the model exists without export.json (a partial copy, a clean-up): one line naming
+    it, before any export, and nothing in it deleted (it may hold someone's files)."""
+    from wps_sam_core.backends.onnx_loading import model_key
+    from wps_sam_core.export import DEFAULT_OPSET
+
+    sam_path, prompter_path = tiny_files
+    monkeypatch.setenv("WPS_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    key = model_key(load_segmenter(prompter_path, sam_checkpoint=sam_path, device="cpu"), DEFAULT_OPSET, False)
+    target = tmp_path / "cache" / "onnx" / key
+    target.parent.mkdir(parents=True)
+    if leftover == "folder":
+        target.mkdir()
+        (target / "prompter.onnx").write_bytes(b"someone's file")
+    else:
+        target.write_bytes(b"someone's file")
+    with pytest.raises(WpsSamError, match=rf"^ONNX cache {re.escape(str(target))}: exists without export.json "
+                                          r".*; delete it to export the model again, or pass onnx_dir$"):
+        load_segmenter(prompter_path, sam_checkpoint=sam_path, backend="onnxruntime")
+    assert [p.name for p in target.parent.iterdir()] == [key]  # no temporary export left beside it
+    kept = target / "prompter.onnx" if leftover == "folder" else target
+    assert kept.read_bytes() == b"someone's file"

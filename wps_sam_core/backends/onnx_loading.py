@@ -58,6 +58,17 @@ def _export_into(seg: PartSegmenter, directory: Path, fp16: bool) -> None:
                 description=seg.description, caveat=seg.caveat, object_classes=seg.object_classes)
 
 
+def _damaged_cache_entry(target: Path) -> WpsSamError:
+    """A cache entry without export.json: the export is renamed in complete, so something else made or
+    changed it; refused rather than deleted (it may hold someone's files), the user removes it knowingly."""
+    return WpsSamError(f"ONNX cache {target}: exists without export.json (damaged, or not written by wps_sam); "
+                       f"delete it to export the model again, or pass onnx_dir")
+
+
+def _unwritable(root: Path, exc: OSError) -> WpsSamError:
+    return WpsSamError(f"ONNX cache {root}: cannot write ({exc.strerror}); set {CACHE_ENV} or pass onnx_dir")
+
+
 def exported_graphs(seg: PartSegmenter, fp16: bool, cache: Path | None = None) -> Path:
     """The folder holding `seg`'s graphs in the cache, exported now if it is not there yet (atomically)."""
     from ..export import DEFAULT_OPSET
@@ -67,20 +78,22 @@ def exported_graphs(seg: PartSegmenter, fp16: bool, cache: Path | None = None) -
     if (target / "export.json").is_file():
         log.info("onnxruntime: graphs of %s from the cache %s", seg.description, target)
         return target
+    if target.exists():  # before a minutes-long export that could not be put in place
+        raise _damaged_cache_entry(target)
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=root))
     except OSError as exc:
-        raise WpsSamError(f"ONNX cache {root}: cannot write ({exc.strerror}); set {CACHE_ENV} or pass onnx_dir") from None
+        raise _unwritable(root, exc) from None
     log.info("onnxruntime: exporting %s to %s (first use; once per model)", seg.description, target)
     try:
         _export_into(seg, tmp, fp16)
         os.chmod(tmp, 0o755)
         try:
             os.rename(tmp, target)  # atomic; fails if another process got there first
-        except OSError:
-            if not (target / "export.json").is_file():
-                raise
+        except OSError as exc:
+            if not (target / "export.json").is_file():  # not another process's complete export
+                raise (_damaged_cache_entry(target) if target.exists() else _unwritable(root, exc)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
