@@ -159,6 +159,25 @@ def test_from_matrix_and_scaled_follow_camera_info():
     assert big.fy * y / z + big.cy == pytest.approx(2 * v + 0.5)
 
 
+@pytest.mark.parametrize("k", [K.matrix(), list(K.matrix().reshape(-1)), tuple(K.matrix().reshape(-1))],
+                         ids=["3x3-array", "9-values-list", "9-values-tuple"])
+def test_a_k_matrix_gives_exactly_what_its_camera_intrinsics_give(k):
+    """lift_to_3d(result, depth, K, depth_scale) as CameraInfo.k gives it: width and height from the depth."""
+    rng = np.random.default_rng(5)
+    seg = segmentation(box_mask(3, 20, 4, 30), box_mask(25, 40, 35, 60), box_mask(0, 2, 0, 2))
+    depth = rng.integers(0, 3000, (H, W)).astype(np.uint16)
+    depth[0:2, 0:2] = 0  # the third part has no depth
+    assert lift_to_3d(seg, depth, k, 0.001) == lift_to_3d(seg, depth, K, 0.001)
+    assert lift_to_3d(seg, depth, k, 0.001).no_depth == [3]
+    assert part_points(seg, depth, k, 0.001).tobytes() == part_points(seg, depth, K, 0.001).tobytes()
+    with pytest.raises(WpsSamError, match=r"^depth size 65x48 does not match the image size 64x48"):
+        lift_to_3d(seg, np.ones((H, W + 1)), k)  # K takes the depth's size; the depth is checked against the image
+    with pytest.raises(WpsSamError, match=r"does not match the image size"):
+        part_points(seg, np.ones((H, W, 3)), k)
+    with pytest.raises(WpsSamError, match=r"^camera intrinsics: K must be 3x3 \(9 values, row-major\), got 4"):
+        lift_to_3d(seg, depth, [1, 2, 3, 4])
+
+
 @pytest.mark.parametrize("call, problem", [
     (lambda seg: lift_to_3d(seg, np.ones((H, W + 1)), K), "depth size 65x48 does not match the image size 64x48"),
     (lambda seg: lift_to_3d(seg, np.ones((H, W, 3)), K), "does not match the image size"),

@@ -86,6 +86,18 @@ class CameraIntrinsics:
                                 _as_int(width), _as_int(height))
 
 
+Intrinsics = CameraIntrinsics | np.ndarray | Sequence[float]  # or a 3x3 K, row-major like CameraInfo.k
+
+
+def as_intrinsics(intrinsics: Intrinsics, depth: np.ndarray, image_shape: tuple[int, int]) -> CameraIntrinsics:
+    """A CameraIntrinsics as it is; a K (3x3 array or 9 values, row-major like CameraInfo.k) with the depth
+    image's width and height (those of `image_shape` when the depth is no HxW image: _check_inputs names it)."""
+    if isinstance(intrinsics, CameraIntrinsics):
+        return intrinsics
+    height, width = np.shape(depth) if np.ndim(depth) == 2 else image_shape
+    return CameraIntrinsics.from_matrix(intrinsics, width, height)
+
+
 @dataclass(frozen=True)
 class Part3D:
     instance_id: int  # the 2D instance id (a track id when tracking)
@@ -111,11 +123,13 @@ class Lifted3D:
         return {"parts": [p.to_json() for p in self.parts], "no_depth": list(self.no_depth)}
 
 
-def lift_to_3d(result: "PartSegmentation", depth: np.ndarray, intrinsics: CameraIntrinsics,
+def lift_to_3d(result: "PartSegmentation", depth: np.ndarray, intrinsics: Intrinsics,
                depth_scale: float = 1.0) -> Lifted3D:
     """One robust 3D centre (module docstring) per part instance of `result`, from the depth image aligned
-    to it. One pass over the instance map: the valid part pixels are grouped by instance (a radix sort of
-    the instance index), then each part's median and MAD come from linear-time partitions."""
+    to it; `intrinsics`: a CameraIntrinsics or K (as_intrinsics). One pass over the instance map: the valid
+    part pixels are grouped by instance (a radix sort of the instance index), then each part's median and
+    MAD come from linear-time partitions."""
+    intrinsics = as_intrinsics(intrinsics, depth, result.labels.shape)
     instances = result.instances
     centre, size, n_in = instance_centres(result.instance_ids, [inst.instance_id for inst in instances], depth,
                                           intrinsics, depth_scale)
@@ -152,13 +166,15 @@ def instance_centres(instance_map: np.ndarray, ids: Sequence[int], depth: np.nda
     return centre, size, n_in
 
 
-def part_points(result: "PartSegmentation", depth: np.ndarray, intrinsics: CameraIntrinsics,
+def part_points(result: "PartSegmentation", depth: np.ndarray, intrinsics: Intrinsics,
                 depth_scale: float = 1.0, rgb: np.ndarray | None = None) -> np.ndarray:
     """The part pixels (label > 0) with valid depth, back-projected: an unorganized cloud (structured array
     of POINT_DTYPE) in row-major pixel order. All valid pixels, outliers included (lift_to_3d's centre
     rejects them; a viewer should see what the sensor saw). instance 0 = a part pixel without an instance
-    (an unconfirmed track). rgb: HxWx3 uint8 image colours; None = the class colour (viz.palette)."""
+    (an unconfirmed track). `intrinsics`: a CameraIntrinsics or K (as_intrinsics). rgb: HxWx3 uint8 image
+    colours; None = the class colour (viz.palette)."""
     labels = result.labels
+    intrinsics = as_intrinsics(intrinsics, depth, labels.shape)
     _check_inputs(labels, depth, intrinsics, depth_scale)
     pix, z = _valid_part_pixels(labels, depth, depth_scale)
     cloud = np.empty(pix.size, POINT_DTYPE)
