@@ -94,14 +94,17 @@ def segmenter_params(tiny_files):
     return load_segmenter(params), params
 
 
-@pytest.mark.parametrize("image_transport", ["raw", "compressed"])
-def test_transport_writers_and_reader_carry_the_type_hash(segmenter_params, image_transport):
+@pytest.mark.parametrize("image_transport, depth_topic", [("raw", ""), ("compressed", "/wire_depth/image_raw")])
+def test_transport_writers_and_reader_carry_the_type_hash(segmenter_params, image_transport, depth_topic):
+    """Every endpoint carries its type hash; a 2D node (no depth_topic) advertises no 3D topic."""
     segmenter, params = segmenter_params
-    params = {**params, "image_topic": f"/wire_qos_{os.getpid()}/image", "image_transport": image_transport}
+    params = {**params, "image_topic": f"/wire_qos_{os.getpid()}/image", "image_transport": image_transport,
+              "depth_topic": depth_topic}
     dom = Domain(DOMAIN_ID, LOOPBACK_CONFIG)
     transport = DdsTransport(segmenter, params, DOMAIN_ID)
     try:
-        assert set(transport.writers) == set(topics.OUTPUT_TOPICS)
+        expected = set(topics.OUTPUT_TOPICS) - (set() if depth_topic else set(topics.DEPTH_OUTPUTS))
+        assert set(transport.writers) == expected
         for key, writer in transport.writers.items():
             ros_type = topics.OUTPUT_TOPICS[key].msg_type
             assert userdata_of(writer.get_qos()) == b"typehash=" + JAZZY_HASHES[ros_type].encode() + b";", key
@@ -116,13 +119,15 @@ def test_node_process_type_hashes_reach_other_participants(tiny_files):
     """The node as its own process; another participant reads its endpoints from discovery, as ROS 2 does."""
     sam_path, prompter_path = tiny_files
     namespace_topic = f"/wire_{os.getpid()}/image"
+    depth_topic = f"/wire_{os.getpid()}/depth/image_raw"  # with depth: every output type is on the wire
     node = NodeProcess({"prompter_checkpoint": prompter_path, "sam_checkpoint": sam_path, "device": "cpu",
-                        "image_topic": namespace_topic}, DOMAIN_ID)
+                        "image_topic": namespace_topic, "depth_topic": depth_topic}, DOMAIN_ID)
     dom = Domain(DOMAIN_ID, LOOPBACK_CONFIG)
     expected = {(dds_topic(spec.name), dds_type_name(spec.msg_type)): user_data(spec.msg_type)
                 for spec in topics.OUTPUT_TOPICS.values()}
-    expected_sub = {(dds_topic(namespace_topic), dds_type_name(topics.RAW_IMAGE_TYPE)):
-                    user_data(topics.RAW_IMAGE_TYPE)}
+    expected_sub = {(dds_topic(topic), dds_type_name(ros_type)): user_data(ros_type)
+                    for topic, ros_type in ((namespace_topic, topics.RAW_IMAGE_TYPE), (depth_topic, topics.RAW_IMAGE_TYPE),
+                                            (topics.camera_info_topic(depth_topic), topics.CAMERA_INFO_TYPE))}
     try:
         node.start(timeout=90)
         observer = DomainParticipant(DOMAIN_ID)

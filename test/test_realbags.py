@@ -19,6 +19,7 @@ pytest.importorskip("rosbags", reason="rosbags (pip) not installed")
 from rosbags.rosbag2 import Reader  # noqa: E402
 
 from wps_sam_core.errors import WpsSamError  # noqa: E402
+from wps_sam_ros import topics  # noqa: E402
 from wps_sam_ros.bag import modern_type_name, process_bag  # noqa: E402
 from wps_sam_ros.conversions import compressed_to_rgb, image_to_rgb  # noqa: E402
 from wps_sam_ros.messages import ros2_typestore  # noqa: E402
@@ -29,8 +30,9 @@ AIT = REALBAGS / "ait_ros2bag_tools_images"
 CRYSTAL_TYPES = {"/text": "std_msgs/msg/String", "/image": "sensor_msgs/msg/Image",
                  "/image/compressed": "sensor_msgs/msg/CompressedImage", "/fix": "sensor_msgs/msg/NavSatFix",
                  "/imu": "sensor_msgs/msg/Imu"}
-PART_TYPES = {"/parts/masks": "sensor_msgs/msg/Image", "/parts/instance_masks": "sensor_msgs/msg/Image",
-              "/parts/instances": "vision_msgs/msg/Detection2DArray", "/parts/label_info": "vision_msgs/msg/LabelInfo"}
+# what `wps-sam bag` adds without --overlay and without depth: every output but the live node's diagnostics
+PART_TYPES = {topics.resolve(spec.name): spec.msg_type for key, spec in topics.OUTPUT_TOPICS.items()
+              if key not in ("overlay", "diagnostics", *topics.DEPTH_OUTPUTS)}
 
 
 @pytest.fixture(scope="module")

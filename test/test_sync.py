@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from wps_sam_ros.sync import ApproximateTimeSync, DepthFrameSync
+from wps_sam_ros.sync import RESTART_S, ApproximateTimeSync, DepthFrameSync, clear_on_restart
 
 MS = 1_000_000
 
@@ -62,6 +62,32 @@ def test_a_message_older_than_a_full_queue_is_dropped_not_paired():
     full queue: trimmed at once, never emitted (as in message_filters), and no KeyError."""
     sets, sync = run([(0, 980 * MS), (0, 990 * MS), (1, 20 * MS), (0, 21 * MS)], queue_size=2)
     assert sets == [] and sorted(sync.queues[0]) == [980 * MS, 990 * MS] and sync.unpaired[0] == 1
+
+
+def looped_bag(frames: int = 60, lost_depth_at_end: int = 10):
+    """Colour + depth at 30 Hz whose last depth images are lost (their colour images stay unpaired in a full queue),
+    then the same stamps again from the start: `ros2 bag play --loop`."""
+    one_pass = []
+    for f in range(frames):
+        one_pass.append((0, f * 33 * MS))
+        if f < frames - lost_depth_at_end:
+            one_pass.append((1, f * 33 * MS + MS))
+    return one_pass + one_pass
+
+
+def test_a_bag_loop_clears_the_queues_and_pairing_goes_on():
+    """message_filters alone would drop every colour image of the second pass (each older than the full queue of
+    unpaired images from the end of the first pass); the guard sees the stream start over and clears the queues."""
+    sets, sync = run(looped_bag(), queue_size=10)
+    per_pass = 60 - 10
+    assert len(sets) == 2 * per_pass and sets[per_pass] == (0, MS) and sync.restarts == 1
+    assert sync.unpaired[0] == 10  # the first pass's unpaired images, cleared at the jump
+
+
+def test_reordering_within_restart_s_is_not_a_restart():
+    late = int(RESTART_S * 1e9) - 50 * MS  # an image arriving this late (< RESTART_S) is just late
+    sets, sync = run([(0, 2000 * MS), (0, 2000 * MS - late), (1, 2000 * MS - late + MS), (1, 2000 * MS)])
+    assert sync.restarts == 0 and sets == [(2000 * MS - late, 2000 * MS - late + MS), (2000 * MS, 2000 * MS)]
 
 
 def test_a_repeated_stamp_replaces_the_queued_message():
@@ -125,6 +151,7 @@ def test_pairs_exactly_like_rclpy_message_filters(n_inputs):
     for sequence, queue_size, slop in random_sequences(n_inputs, 60):
         filters = [message_filters.SimpleFilter() for _ in range(n_inputs)]
         theirs = []
+        clear_on_restart(filters, lambda: ats)  # as the rclpy node does
         ats = message_filters.ApproximateTimeSynchronizer(filters, queue_size, slop)
         ats.registerCallback(lambda *m: theirs.append(tuple(stamp_of(x) for x in m)))
         ours, _ = run(sequence, n_inputs, queue_size, slop)
@@ -137,3 +164,27 @@ def test_pairs_exactly_like_rclpy_message_filters(n_inputs):
 
 def stamp_of(m) -> int:
     return m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
+
+
+def test_the_rclpy_node_guard_unstalls_message_filters_on_a_bag_loop():
+    """Bare message_filters stalls after the loop (no set from the second pass); with clear_on_restart in front, as
+    the rclpy node has it, it pairs exactly as ApproximateTimeSync does."""
+    message_filters = pytest.importorskip("message_filters", reason="message_filters missing: needs a sourced ROS 2")
+    from std_msgs.msg import Header
+
+    def feed(guarded: bool) -> list:
+        filters = [message_filters.SimpleFilter() for _ in range(2)]
+        if guarded:
+            clear_on_restart(filters, lambda: ats)
+        ats = message_filters.ApproximateTimeSynchronizer(filters, 10, 0.01)
+        got = []
+        ats.registerCallback(lambda *m: got.append(tuple(stamp_of(x) for x in m)))
+        for index, stamp in looped_bag():
+            header = Header()
+            header.stamp.sec, header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            filters[index].signalMessage(SimpleNamespace(header=header))
+        return got
+
+    ours, _ = run(looped_bag(), queue_size=10)
+    assert len(feed(guarded=False)) == 50  # the first pass only: stalled
+    assert feed(guarded=True) == ours

@@ -181,7 +181,8 @@ class DdsTransport:
 
         self.participant = DomainParticipant(domain_id)
         self.writers = {}
-        for key, spec in topics.OUTPUT_TOPICS.items():
+        for key in topics.advertised_outputs(params["depth_topic"]):
+            spec = topics.OUTPUT_TOPICS[key]
             topic = Topic(self.participant, dds_topic(spec.name, namespace), idl_type(spec.msg_type))
             self.writers[key] = DataWriter(self.participant, topic, qos=dds_qos(spec.qos, spec.msg_type))
         self.core = PartSegCore(

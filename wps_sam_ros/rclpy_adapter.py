@@ -158,7 +158,8 @@ class PartSegRos:
     # -- lifecycle steps (the plain node runs configure + activate in its constructor)
     def configure(self) -> None:
         create = self.node.create_lifecycle_publisher if self.lifecycle else self.node.create_publisher
-        for key, spec in topics.OUTPUT_TOPICS.items():
+        for key in topics.advertised_outputs(self.parameters()["depth_topic"]):
+            spec = topics.OUTPUT_TOPICS[key]
             self.publishers[key] = create(self.backend.cls(spec.msg_type), spec.name, ros_qos(spec.qos))
         self._load_model()
 
@@ -227,10 +228,15 @@ class PartSegRos:
         type, topic, qos_profile=...)); CameraInfo by a plain subscription, its latest message used."""
         import message_filters
 
+        from .sync import clear_on_restart
+
         depth_topic, info_topic = self.core.depth_inputs
         image_filter = message_filters.Subscriber(self.node, image_cls, topic, qos_profile=qos)
         depth_filter = message_filters.Subscriber(self.node, self.backend.cls(topics.RAW_IMAGE_TYPE), depth_topic,
                                                   qos_profile=qos)
+        logger = self.node.get_logger()
+        clear_on_restart([image_filter, depth_filter], lambda: self.synchronizer,  # before the synchronizer: see sync.py
+                         lambda: logger.info("image/depth stamps went back (a bag loop?): pairing queues cleared"))
         self.synchronizer = message_filters.ApproximateTimeSynchronizer(
             [image_filter, depth_filter], params["sync_queue_size"], params["sync_slop_s"])
         self.synchronizer.registerCallback(self.on_image_and_depth)

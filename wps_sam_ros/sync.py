@@ -15,7 +15,11 @@ stamp sequences to both and checks they pair identically. The policy, per arrivi
 
 Differences from message_filters: no `allow_headerless` (every message here has a header); slop is given in
 seconds and converted like rclpy's Duration(seconds=...) (int(slop * 1e9) ns); messages that leave a queue
-unpaired are counted (`unpaired`), which message_filters does not do.
+unpaired are counted (`unpaired`), which message_filters does not do; and a stream that starts over (a stamp more
+than RESTART_S older than the newest of its input: `ros2 bag play --loop`, a restarted driver, a reset simulation)
+clears the queues first (StampJumpGuard). Bare message_filters stalls there: a queue full of unpaired stamps from
+before the jump drops every new, older message on arrival until the stamps catch up (a loop's length). The rclpy
+node puts the same guard in front of message_filters (clear_on_restart), so both paths still pair alike.
 
 CameraInfo is not synchronised (DepthFrameSync): its K does not change while the camera runs, drivers stamp it
 differently (RealSense and ZED like their image, others once from a calibration file or latched), and a
@@ -24,14 +28,57 @@ best-effort CameraInfo lost on the way would otherwise drop a colour + depth pai
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+log = logging.getLogger(__name__)
+RESTART_S = 1.0  # a stamp this much older than the newest of its input: the stream started over (not reordering)
 
 
 def stamp_ns(header: Any) -> int:
     """header.stamp in nanoseconds (rclpy's Time.from_msg(stamp).nanoseconds)."""
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class StampJumpGuard:
+    """Per input, the newest stamp seen; `restarted(index, stamp)` is True when a stamp is more than `restart_s`
+    older than it. Then every input starts afresh, so the other inputs' first messages after the jump (older than
+    their own newest too) do not count as a second restart."""
+
+    def __init__(self, n_inputs: int, restart_s: float = RESTART_S) -> None:
+        self._newest: list[int | None] = [None] * n_inputs
+        self._restart_ns = int(restart_s * 1e9)
+
+    def restarted(self, index: int, stamp: int) -> bool:
+        newest = self._newest[index]
+        if newest is not None and stamp < newest - self._restart_ns:
+            self._newest = [None] * len(self._newest)
+            self._newest[index] = stamp
+            return True
+        self._newest[index] = stamp if newest is None else max(newest, stamp)
+        return False
+
+
+def clear_on_restart(filters: Sequence[Any], synchronizer: Callable[[], Any],
+                     on_restart: Callable[[], None] = lambda: None) -> StampJumpGuard:
+    """The StampJumpGuard in front of a message_filters synchronizer (the rclpy node): registered on its input
+    filters BEFORE the synchronizer is built, so it runs before the synchronizer adds each message; on a restart it
+    clears `synchronizer()`'s queues under its lock (message_filters' TimeSynchronizer keeps `queues` and `lock`,
+    Humble and Jazzy alike) and calls `on_restart`."""
+    guard = StampJumpGuard(len(filters))
+
+    def check(msg: Any, index: int) -> None:
+        sync = synchronizer()
+        if guard.restarted(index, stamp_ns(msg.header)) and sync is not None:
+            with sync.lock:
+                for queue in sync.queues:
+                    queue.clear()
+            on_restart()
+
+    for index, input_filter in enumerate(filters):
+        input_filter.registerCallback(check, index)
+    return guard
 
 
 class ApproximateTimeSync:
@@ -49,12 +96,21 @@ class ApproximateTimeSync:
         self.queues: list[dict[int, Any]] = [{} for _ in range(n_inputs)]
         self.unpaired = [0] * n_inputs  # messages dropped from a queue (its oldest) without a set
         self.emitted = 0
+        self.restarts = 0  # streams that started over (StampJumpGuard): queues cleared
+        self._guard = StampJumpGuard(n_inputs)
         self._lock = threading.Lock()
 
     def add(self, index: int, msg: Any) -> tuple[Any, ...] | None:
         """One message of input `index`; returns the set it completed (also passed to the callback), else None."""
         stamp = stamp_ns(msg.header)
         with self._lock:
+            if self._guard.restarted(index, stamp):
+                for i, stale in enumerate(self.queues):
+                    self.unpaired[i] += len(stale)
+                    stale.clear()
+                self.restarts += 1
+                log.info("input %d: stamp %d ns is more than %.1f s older than its newest: the stream started over "
+                         "(a bag loop?), pairing queues cleared", index, stamp, RESTART_S)
             queue = self.queues[index]
             queue[stamp] = msg
             while len(queue) > self.queue_size:

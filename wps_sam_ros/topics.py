@@ -85,6 +85,11 @@ OUTPUT_TOPICS: dict[str, TopicSpec] = {
 
 DEPTH_OUTPUTS = ("detections_3d", "points")  # published only with a depth_topic
 
+
+def advertised_outputs(depth_topic: str) -> tuple[str, ...]:
+    """OUTPUT_TOPICS keys a node advertises: without a depth_topic (2D only) no 3D topic is advertised."""
+    return tuple(key for key in OUTPUT_TOPICS if depth_topic or key not in DEPTH_OUTPUTS)
+
 RAW_IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 COMPRESSED_SUFFIX = "/compressed"  # image_transport's convention: <image_topic>/compressed
