@@ -22,7 +22,7 @@ before the jump drops every new, older message on arrival until the stamps catch
 node puts the same guard in front of message_filters (clear_on_restart), so both paths still pair alike.
 
 CameraInfo is not synchronised (DepthFrameSync): its K does not change while the camera runs, drivers stamp it
-differently (RealSense and ZED like their image, others once from a calibration file or latched), and a
+differently (RealSense and ZED like their image, others from a calibration file), and a
 best-effort CameraInfo lost on the way would otherwise drop a colour + depth pair that is perfectly usable.
 """
 from __future__ import annotations
