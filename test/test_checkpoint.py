@@ -96,3 +96,22 @@ def test_a_sam_without_a_prompter_is_refused(sam):
 
     with pytest.raises(WpsSamError, match="needs a prompter checkpoint.*embedded default model brings its own SAM"):
         load_segmenter(None, device="cpu", **sam)
+
+
+def test_weights_hash_takes_0_dim_tensors_and_keeps_other_hashes():
+    """TinyViT (vit_t) has 0-dim BatchNorm counters: hashing its encoder (cache provenance) must work; tensors of
+    any other shape hash exactly as before (bytes of the flattened tensor)."""
+    import hashlib
+
+    import torch
+
+    from wps_sam_core.checkpoint import tensors_sha256
+    from wps_sam_core.modeling.sam import build_sam
+
+    encoder = build_sam("vit_t").image_encoder.state_dict()
+    assert any(t.dim() == 0 for t in encoder.values())
+    assert len(tensors_sha256(encoder)) == 64
+    assert tensors_sha256({"n": torch.tensor(3)}) != tensors_sha256({"n": torch.tensor(4)})
+    weight = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    expected = hashlib.sha256(b"w|torch.float32|(3, 4)|" + weight.numpy().tobytes()).hexdigest()
+    assert tensors_sha256({"w": weight}) == expected
