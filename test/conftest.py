@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -84,6 +86,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, every: Callable[[], Any] | None = None,
+               step: float = 0.02) -> bool:
+    """Poll until `predicate()` holds (True) or `timeout` s pass (False; one last look at the deadline),
+    calling `every()` before each look (e.g. to take the samples that arrived): tests wait for conditions,
+    never for fixed sleeps."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if every is not None:
+            every()
+        if predicate():
+            return True
+        time.sleep(step)
+    if every is not None:
+        every()
+    return bool(predicate())
 
 
 def load_module_from(path: Path, name: str) -> ModuleType:

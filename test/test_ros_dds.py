@@ -23,7 +23,7 @@ from wps_sam_ros.dds import LOOPBACK_CONFIG, DdsBackend, DdsTransport, dds_qos, 
 from wps_sam_ros.messages import MessageFactory  # noqa: E402
 from node_process import NodeProcess  # noqa: E402
 
-from conftest import random_image  # noqa: E402
+from conftest import random_image, wait_until  # noqa: E402
 from moving_object import hammer_clip, id_on  # noqa: E402
 
 FRAMES, RATE_HZ = 60, 30.0
@@ -49,13 +49,9 @@ class Camera:
         self.factory = MessageFactory(DdsBackend())
 
     def wait_matched(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.writer.get_matched_subscriptions() and all(
-                    r.get_matched_publications() for r in self.readers.values()):
-                return
-            time.sleep(0.05)
-        raise AssertionError("node did not appear on DDS (discovery on loopback failed)")
+        if not wait_until(lambda: self.writer.get_matched_subscriptions() and all(
+            r.get_matched_publications() for r in self.readers.values()), timeout, step=0.05):
+            raise AssertionError("node did not appear on DDS (discovery on loopback failed)")
 
     def send(self, frames: int = FRAMES, rate_hz: float = RATE_HZ) -> list[int]:
         """Publish frames at a fixed rate; returns their stamps (ns)."""
@@ -75,13 +71,7 @@ class Camera:
             self.received[key].extend((now, s) for s in reader.take(N=200))
 
     def wait_for(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.poll()
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return False
+        return wait_until(predicate, timeout, every=self.poll)
 
     def stamps(self, key: str) -> list[int]:
         return [s.header.stamp.sec * 10**9 + s.header.stamp.nanosec for _, s in self.received[key]]

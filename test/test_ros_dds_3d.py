@@ -22,7 +22,7 @@ from wps_sam_ros.dds import LOOPBACK_CONFIG, DdsBackend, dds_qos, dds_topic, idl
 from wps_sam_ros.messages import MessageFactory  # noqa: E402
 from node_process import NodeProcess  # noqa: E402
 
-from conftest import random_image  # noqa: E402
+from conftest import random_image, wait_until  # noqa: E402
 from rgbd import camera_info, depth_image, expected_centres, intrinsics_for  # noqa: E402
 
 # test_dds_wire uses domains 20..99, test_ros_dds 100..219, the rclpy tests 120..179: these are 1..19
@@ -54,13 +54,9 @@ class RgbdCamera:
         self.received: dict[str, list] = {key: [] for key in WATCHED}
 
     def wait_matched(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(w.get_matched_subscriptions() for w in self.writers.values()) and all(
-                    r.get_matched_publications() for r in self.readers.values()):
-                return
-            time.sleep(0.05)
-        raise AssertionError("node did not appear on DDS (discovery on loopback failed)")
+        if not wait_until(lambda: all(w.get_matched_subscriptions() for w in self.writers.values()) and all(
+            r.get_matched_publications() for r in self.readers.values()), timeout, step=0.05):
+            raise AssertionError("node did not appear on DDS (discovery on loopback failed)")
 
     def send(self) -> list[int]:
         stamps, start = [], time.monotonic()
@@ -84,13 +80,7 @@ class RgbdCamera:
         return {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec: m for m in self.received[key]}
 
     def wait_for(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.poll()
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return False
+        return wait_until(predicate, timeout, every=self.poll)
 
 
 def test_node_process_publishes_detections_3d_from_colour_depth_and_camera_info(tiny_files):
