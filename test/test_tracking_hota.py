@@ -80,6 +80,18 @@ def random_sequence(rng: np.random.Generator, frames: int = 12) -> list[HotaFram
     return out
 
 
+def trackeval_data(frames: list[HotaFrame]) -> dict:
+    """One sequence as TrackEval's metrics read it: ids renumbered 0..n-1 per sequence, per-frame similarity."""
+    gt_all = sorted({i for f in frames for i in f.gt_ids})
+    pred_all = sorted({i for f in frames for i in f.pred_ids})
+    return {"num_gt_ids": len(gt_all), "num_tracker_ids": len(pred_all),
+            "num_gt_dets": sum(len(f.gt_ids) for f in frames),
+            "num_tracker_dets": sum(len(f.pred_ids) for f in frames),
+            "gt_ids": [np.searchsorted(gt_all, f.gt_ids).astype(int) for f in frames],
+            "tracker_ids": [np.searchsorted(pred_all, f.pred_ids).astype(int) for f in frames],
+            "similarity_scores": [f.similarity for f in frames]}
+
+
 def test_agrees_with_trackeval():
     trackeval = pytest.importorskip(
         "trackeval", reason="trackeval not installed (not a dependency: its wheel requires opencv-python, which "
@@ -88,15 +100,7 @@ def test_agrees_with_trackeval():
     sequences = [random_sequence(rng) for _ in range(4)]
     metric, per_sequence = trackeval.metrics.HOTA(), {}
     for index, frames in enumerate(sequences):
-        gt_all = sorted({i for f in frames for i in f.gt_ids})
-        pred_all = sorted({i for f in frames for i in f.pred_ids})
-        data = {"num_gt_ids": len(gt_all), "num_tracker_ids": len(pred_all),
-                "num_gt_dets": sum(len(f.gt_ids) for f in frames),
-                "num_tracker_dets": sum(len(f.pred_ids) for f in frames),
-                "gt_ids": [np.searchsorted(gt_all, f.gt_ids).astype(int) for f in frames],
-                "tracker_ids": [np.searchsorted(pred_all, f.pred_ids).astype(int) for f in frames],
-                "similarity_scores": [f.similarity for f in frames]}
-        per_sequence[index] = metric.eval_sequence(data)
+        per_sequence[index] = metric.eval_sequence(trackeval_data(frames))
     theirs = metric.combine_sequences(per_sequence)
     ours = hota(sequences)
     for ours_key, their_key in (("hota", "HOTA"), ("deta", "DetA"), ("assa", "AssA"), ("loca", "LocA"),
@@ -114,15 +118,7 @@ def test_idf1_of_motmetrics_agrees_with_trackeval():
         acc = mm.MOTAccumulator(auto_id=True)
         for f in frames:  # the same matches at IoU >= 0.5 as our evaluation gives motmetrics
             acc.update(list(f.gt_ids), list(f.pred_ids), np.where(f.similarity >= 0.5, 1 - f.similarity, np.nan))
-        gt_all = sorted({i for f in frames for i in f.gt_ids})
-        pred_all = sorted({i for f in frames for i in f.pred_ids})
-        data = {"num_gt_ids": len(gt_all), "num_tracker_ids": len(pred_all),
-                "num_gt_dets": sum(len(f.gt_ids) for f in frames),
-                "num_tracker_dets": sum(len(f.pred_ids) for f in frames),
-                "gt_ids": [np.searchsorted(gt_all, f.gt_ids).astype(int) for f in frames],
-                "tracker_ids": [np.searchsorted(pred_all, f.pred_ids).astype(int) for f in frames],
-                "similarity_scores": [f.similarity for f in frames]}
-        theirs = trackeval.metrics.Identity().eval_sequence(data)
+        theirs = trackeval.metrics.Identity().eval_sequence(trackeval_data(frames))
         ours = summarise([acc], ["clip"])
         assert ours["idf1"] == pytest.approx(float(theirs["IDF1"]), abs=1e-6)
         assert (ours["idtp"], ours["idfp"], ours["idfn"]) == (theirs["IDTP"], theirs["IDFP"], theirs["IDFN"])
