@@ -7,7 +7,8 @@
 set -euo pipefail
 data=${1:?dataset root}; sam=${2:?SAM checkpoint}; out=${3:?output folder}; shift 3
 config="$(dirname "$0")/configs/${CONFIG_NAME:-partimagenet_vit_b}.yaml"
-wps-sam cache --data "$data" --split train --sam-type vit_b --sam-checkpoint "$sam" --out "$out/cache_train" --hflip --skip-bad --device cuda
+wps-sam cache --data "$data" --split train --sam-type vit_b --sam-checkpoint "$sam" --out "$out/cache_train" --hflip --skip-bad \
+  --accelerator cuda --devices 4   # one encoder per GPU, the same bytes as one process
 wps-sam train --config "$config" --data "$data" --out-dir "$out" \
   --set model.sam_checkpoint="$sam" --set data.cache_dir="$out/cache_train" "$@"
 wps-sam eval --data "$data" --split val --prompter "$out/best.safetensors" --sam-type vit_b --sam-checkpoint "$sam" \
