@@ -117,3 +117,15 @@ def test_metrics_csv_appends_and_a_resume_drops_rows_after_its_step(tmp_path):
     assert lines == ["step,train/loss_total,val/mIoU", "1,1.0,", "2,2.0,", "3,30.0,0.25"]
     MetricsCSV(path, keep_until=None)  # a new run starts a new file
     assert path.read_text() == ""
+
+
+def test_process_flags_of_train_reach_the_config():
+    """--devices/--num-nodes/--accelerator on `wps-sam train` (as on `wps-sam cache`) set run.*; a flag wins over --set."""
+    from wps_sam_core.cli.main import build_parser
+    from wps_sam_core.cli.train import train_overrides
+
+    config = Path(__file__).resolve().parents[1] / "training" / "configs" / "partimagenet_vit_b.yaml"
+    args = build_parser().parse_args(["train", "--config", str(config), "--set", "run.num_nodes=5",
+                                      "--devices", "4", "--num-nodes", "2", "--accelerator", "cpu"])
+    cfg = load_train_config(args.config, train_overrides(args))
+    assert (cfg.run.devices, cfg.run.num_nodes, cfg.run.accelerator) == (4, 2, "cpu")

@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", help="= --set run.out_dir=...")
     p.add_argument("--max-steps", type=int, help="= --set optim.max_steps=...")
     p.add_argument("--devices", type=int, help="= --set run.devices=...")
+    p.add_argument("--num-nodes", type=int, help="= --set run.num_nodes=... (with torchrun/SLURM, as wps-sam cache)")
     p.add_argument("--accelerator", choices=["auto", "cpu", "cuda", "gpu"], help="= --set run.accelerator=...")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT_DIR/last.ckpt at its exact step; config changes are named, and refused "
@@ -26,14 +27,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
 
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    """--set overrides followed by the flags' (a flag wins over a --set of the same key)."""
+    flags = {"data.root": args.data, "run.out_dir": args.out_dir, "optim.max_steps": args.max_steps,
+             "run.devices": args.devices, "run.num_nodes": args.num_nodes, "run.accelerator": args.accelerator}
+    return list(args.overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None]
+
+
 def run_train(args: argparse.Namespace) -> int:
     from ..distill.config import load_train_config
     from ..distill.trainer import Trainer
 
-    flags = {"data.root": args.data, "run.out_dir": args.out_dir, "optim.max_steps": args.max_steps,
-             "run.devices": args.devices, "run.accelerator": args.accelerator}
-    overrides = list(args.overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None]
-    trainer = Trainer(load_train_config(args.config, overrides), resume=args.resume, overwrite=args.overwrite)
+    trainer = Trainer(load_train_config(args.config, train_overrides(args)), resume=args.resume,
+                      overwrite=args.overwrite)
     summary = trainer.run()
     if trainer.fabric.is_global_zero:  # DDP: every rank runs this; one summary line
         print(json.dumps(summary))
