@@ -29,7 +29,7 @@ from wps_sam_ros.dds import (LOOPBACK_CONFIG, DdsBackend, DdsTransport, dds_qos,
 from wps_sam_ros.messages import MessageFactory, OK, ros2_typestore  # noqa: E402
 from node_process import NodeProcess  # noqa: E402
 
-from conftest import random_image  # noqa: E402
+from conftest import random_image, wait_until  # noqa: E402
 
 # test_ros_dds uses domains 100..219 and soak_dds 220..231; one id per test run here.
 DOMAIN_ID = 20 + os.getpid() % 80
@@ -47,15 +47,6 @@ JAZZY_HASHES = {
 }
 NODE_TYPES = sorted({spec.msg_type for spec in topics.OUTPUT_TOPICS.values()}
                     | {topics.RAW_IMAGE_TYPE, topics.COMPRESSED_IMAGE_TYPE, topics.CAMERA_INFO_TYPE})
-
-
-def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def userdata_of(qos: Qos) -> bytes | None:
