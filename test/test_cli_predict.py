@@ -31,6 +31,11 @@ def test_predict_writes_label_overlay_and_json(tiny_files, tmp_path):
     assert payload["image_size"] == [96, 128]
     present = {i["class_id"] for i in payload["instances"]}
     assert present == set(np.unique(labels)) - {0}
+    # the printed line names the parts and the objects they form, as the JSON does
+    objects = payload["objects"]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith(f"{image_path}: {len(payload['instances'])} parts (")
+    assert all(f"{o['object_class']} #{o['object_id']}: parts " in line for o in objects), (line, objects)
 
 
 def test_bad_image_is_one_line_error_without_traceback(tiny_files, tmp_path):

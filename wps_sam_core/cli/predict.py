@@ -52,7 +52,10 @@ def run_predict(args: argparse.Namespace) -> int:
             write_png(out / f"{path.stem}_overlay.png", picture)
             atomic_write_text(out / f"{path.stem}_parts.json", json.dumps(payload, indent=2))
             names = ", ".join(f"{i.class_name} {i.score:.2f}" for i in result.instances) or "no parts"
-            print(f"{path}: {len(result.instances)} parts ({names})")
+            objects = "; ".join(f"{o.object_class} #{o.object_id}: parts {', '.join(map(str, o.part_ids))}"
+                                for o in result.objects)
+            in_objects = f" in {len(result.objects)} object{'s' * (len(result.objects) != 1)} ({objects})"
+            print(f"{path}: {len(result.instances)} parts ({names})" + (in_objects if result.objects else ""))
     return 0
 
 
