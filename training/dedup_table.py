@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from wps_sam_core.cli.common import add_val_test_report_args
 from wps_sam_core.data.coco import CocoPartDataset
 from wps_sam_core.evaluation.evaluate import GT_BOXES, PROMPTER, evaluate
 from wps_sam_core.evaluation.report import format_percent, format_ratio, to_jsonable
@@ -36,9 +37,6 @@ DEDUP_END = "<!-- dedup_table.py: end -->"
 ROW_KEYS = ("pq", "sq", "rq", "ap", "ap50", "duplicates_per_gt", "fragments_per_gt", "mIoU", "paper_mIoU")
 SHORT = {GT_BOXES: "GT boxes", PROMPTER: "prompter"}
 
-
-def split_dataset(root: Path, split: str) -> CocoPartDataset:
-    return CocoPartDataset(root / "annotations" / split / f"{split}.json", root / "images" / split)
 
 
 def measure(seg, dataset, method: str, dedup_iou: float) -> dict[str, dict]:
@@ -142,11 +140,7 @@ def write_section(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="world root (wps-sam world --out)")
-    p.add_argument("--val", default="val")
-    p.add_argument("--test", default="test")
-    p.add_argument("--prompter")
-    p.add_argument("--sam-checkpoint")
+    add_val_test_report_args(p)
     p.add_argument("--grid", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8])
     p.add_argument("--methods", nargs="+", choices=DEDUP_METHODS, default=list(DEDUP_METHODS))
     p.add_argument("--max-miou-drop", type=float, default=1.0, help="mIoU points the choice may cost (default 1)")
@@ -158,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.data)
     seg = load_segmenter(args.prompter, None, args.sam_checkpoint, "cpu")
     shipped = seg.dedup_method
-    val, test_set = split_dataset(root, args.val), split_dataset(root, args.test)
+    val, test_set = CocoPartDataset.from_root(root, args.val), CocoPartDataset.from_root(root, args.test)
 
     def run(dataset, method, dedup_iou):
         rows = measure(seg, dataset, method, dedup_iou)

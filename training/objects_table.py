@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wps_sam_core.cli.common import add_val_test_report_args
 from wps_sam_core.data.coco import CocoPartDataset
 from wps_sam_core.evaluation.evaluate import EvalBatch, predict_gt_boxes, predict_prompter
 from wps_sam_core.evaluation.objects import ObjectMetrics, gt_object_ids
@@ -46,9 +47,6 @@ COLUMNS = (("part_accuracy", "part accuracy"), ("pair_precision", "pair precisio
            ("pair_f1", "pair F1"), ("objects_exact", "objects exact"),
            ("objects_exact_given_detected", "objects exact (all parts detected)"))
 
-
-def split_dataset(root: Path, split: str) -> CocoPartDataset:
-    return CocoPartDataset(root / "annotations" / split / f"{split}.json", root / "images" / split)
 
 
 def segment_split(seg, dataset: CocoPartDataset, batch_size: int = 4) -> list[dict]:
@@ -148,11 +146,7 @@ def section(args, seg, sweep: dict, chosen, test: dict, counts: dict, command: s
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="world root (wps-sam world --out)")
-    p.add_argument("--val", default="val")
-    p.add_argument("--test", default="test")
-    p.add_argument("--prompter")
-    p.add_argument("--sam-checkpoint")
+    add_val_test_report_args(p)
     p.add_argument("--radii", type=int, nargs="+", default=[1, 2, 3, 5])
     p.add_argument("--gaps", type=float, nargs="+", default=[2, 5, 8, 12, 20], help="attach's max gaps to try")
     p.add_argument("--out", default="docs/results.md")
@@ -162,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     root = Path(args.data)
     seg = load_segmenter(args.prompter, None, args.sam_checkpoint, "cpu")
-    val, test_set = split_dataset(root, args.val), split_dataset(root, args.test)
+    val, test_set = CocoPartDataset.from_root(root, args.val), CocoPartDataset.from_root(root, args.test)
     val_images, test_images = segment_split(seg, val), segment_split(seg, test_set)
     counts = {split: f"{len(images)} images, {sum(len(i['gt'][0]) for i in images)} parts, "
                      f"{sum(len(set(i['gt'][2])) for i in images)} objects"

@@ -1,4 +1,4 @@
-"""Model-selection flags shared by every subcommand that runs the model (predict, eval, export, bag)."""
+"""Flags shared by the model-running subcommands (predict, eval, export, bag) and the report scripts of training/."""
 from __future__ import annotations
 
 import argparse
@@ -68,3 +68,12 @@ def segmenter_from_args(args: argparse.Namespace) -> PartSegmenter:
                          onnx_threads=getattr(args, "onnx_threads", 0))
     log.info("using %s", seg.description)
     return seg
+
+
+def add_val_test_report_args(parser: argparse.ArgumentParser) -> None:
+    """The report scripts of training/ that choose a setting on a world's val split and report it on test."""
+    parser.add_argument("--data", required=True, help="world root (wps-sam world --out)")
+    parser.add_argument("--val", default="val")
+    parser.add_argument("--test", default="test")
+    parser.add_argument("--prompter", help="default: the embedded model")
+    parser.add_argument("--sam-checkpoint")
