@@ -201,14 +201,14 @@ class DdsTransport:
 
         in_topic, in_type = topics.input_topic(params["image_topic"], params["image_transport"])
         self.input_topic = dds_topic(in_topic, namespace)
-        self.sync = None
+        self.depth_readers: list = []
         on_image = self.core.submit
         if self.core.depth_inputs is not None:  # colour + depth pairs (message_filters' policy) + latest CameraInfo
-            self.sync = DepthFrameSync(params["sync_queue_size"], params["sync_slop_s"], self.core.submit)
+            sync = DepthFrameSync(params["sync_queue_size"], params["sync_slop_s"], self.core.submit)
             depth_topic, info_topic = self.core.depth_inputs
-            self.depth_readers = [reader(depth_topic, topics.RAW_IMAGE_TYPE, self.sync.add_depth),
-                                  reader(info_topic, topics.CAMERA_INFO_TYPE, self.sync.add_camera_info)]
-            on_image = self.sync.add_image
+            self.depth_readers = [reader(depth_topic, topics.RAW_IMAGE_TYPE, sync.add_depth),
+                                  reader(info_topic, topics.CAMERA_INFO_TYPE, sync.add_camera_info)]
+            on_image = sync.add_image
         self.reader = reader(in_topic, in_type, on_image)
         self.diagnostics_period = float(params["diagnostics_period"])
         self.invalid_samples = 0  # dispose / unregister notifications taken from the input (not frames)
@@ -250,7 +250,7 @@ class DdsTransport:
         self.core.stop()
         if self._diag_thread is not None:
             self._diag_thread.join(5)
-        for reader in (self.reader, *getattr(self, "depth_readers", ())):
+        for reader in (self.reader, *self.depth_readers):
             reader.set_listener(None)
 
 
