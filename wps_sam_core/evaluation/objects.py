@@ -27,8 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import WpsSamError
+from .instances import MATCH_IOU, iou_from_overlaps, pairwise_overlaps  # PQ's matching rule
 
-MATCH_IOU = 0.5
 # compute() keys, in table order (the report's columns)
 SUMMARY_KEYS = ("part_accuracy", "pair_precision", "pair_recall", "pair_f1", "objects_exact",
                 "objects_exact_given_detected")
@@ -52,11 +52,7 @@ def match_parts(gt_masks: np.ndarray, gt_classes: Sequence[int], pred_masks: np.
     when the masks of one side do not overlap; otherwise the best IoU wins, greedily)."""
     if len(gt_masks) == 0 or len(pred_masks) == 0:
         return []
-    g = gt_masks.reshape(len(gt_masks), -1).astype(np.float64)
-    p = pred_masks.reshape(len(pred_masks), -1).astype(np.float64)
-    inter = g @ p.T
-    union = g.sum(1)[:, None] + p.sum(1)[None, :] - inter
-    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    iou = iou_from_overlaps(*pairwise_overlaps(np.asarray(gt_masks, bool), np.asarray(pred_masks, bool)))  # G x P
     iou *= np.asarray(gt_classes)[:, None] == np.asarray(pred_classes)[None, :]
     pairs, used_g, used_p = [], set(), set()
     for flat in np.argsort(-iou, axis=None, kind="stable"):
