@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import WpsSamError
 from ..postprocess.tracking import NO_ID, SECOND_STAGE_BOX_IOU, PartTracker, TrackerSettings
 from .hota import HotaFrame, hota
+from .instances import iou_from_overlaps, pairwise_overlaps
 
 GT_MASKS, GT_BOXES, PROMPTER = "gt_masks", "gt_boxes", "prompter"
 METHODS = (GT_MASKS, GT_BOXES, PROMPTER)
@@ -97,11 +98,7 @@ def mask_iou(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
     """len(a) x len(b) mask IoU."""
     if not len(a) or not len(b):
         return np.zeros((len(a), len(b)))
-    fa = np.stack([m.ravel() for m in a]).astype(np.float32)
-    fb = np.stack([m.ravel() for m in b]).astype(np.float32)
-    inter = fa @ fb.T
-    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    return iou_from_overlaps(*pairwise_overlaps(np.stack(a).astype(bool), np.stack(b).astype(bool)))
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray:
