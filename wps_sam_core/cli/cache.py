@@ -12,6 +12,7 @@ RANDOM_WEIGHTS_SEED = 0  # --sam-checkpoint random
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..modeling.sam import RANDOM_WEIGHTS, SAM_CONFIGS
+    from .common import add_process_args
 
     c = sub.add_parser("cache", help="run the frozen SAM encoder once per image and store the embeddings",
                        description="A rerun into the same folder finishes a killed build (with any number of "
@@ -25,11 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--sam-checkpoint", help=f"official SAM checkpoint (.pth or .safetensors), needed; "
                                             f"'{RANDOM_WEIGHTS}' = random weights (tests and smoke runs only)")
     c.add_argument("--hflip", action="store_true", help="also cache horizontally flipped variants")
-    c.add_argument("--accelerator", "--device", dest="accelerator", default="auto",
-                   choices=["auto", "cpu", "cuda", "gpu"],
-                   help="as `wps-sam train --accelerator` (--device: the old name)")
-    c.add_argument("--devices", type=int, default=1, help="processes per node (GPUs, or CPU processes)")
-    c.add_argument("--num-nodes", type=int, default=1, help="nodes (under torchrun or SLURM)")
+    add_process_args(c, accelerator_aliases=("--device",))
     c.add_argument("--timeout-min", type=float, default=DEFAULT_TIMEOUT_MIN,
                    help="with several processes: how long a rank waits for the others at an exchange before it stops")
     c.add_argument("--batch-size", type=int, default=4)

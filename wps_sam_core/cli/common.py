@@ -1,4 +1,5 @@
-"""Flags shared by the model-running subcommands (predict, eval, export, bag) and the report scripts of training/."""
+"""Flags shared by the model-running subcommands (predict, eval, export, bag), the process flags of train and
+cache, and the report scripts of training/."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,8 @@ if TYPE_CHECKING:
     from ..segmenter import PartSegmenter
 
 log = logging.getLogger("wps_sam")
+
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu")  # Lightning Fabric's accelerator names the CLI accepts
 
 
 def add_model_args(parser: argparse.ArgumentParser, backend: bool = True) -> None:
@@ -54,6 +57,24 @@ def add_backend_args(parser: argparse.ArgumentParser) -> None:
                              "(default: tensorrt, cuda, cpu: the first one installed runs)")
     parser.add_argument("--onnx-threads", type=int, default=0,
                         help="onnxruntime intra-op threads (0 = one per physical core)")
+
+
+def add_process_args(parser: argparse.ArgumentParser, overrides: bool = False,
+                     accelerator_aliases: tuple[str, ...] = ()) -> None:
+    """--accelerator/--devices/--num-nodes: the Lightning Fabric processes of `wps-sam train` and `wps-sam cache`.
+    Defaults: RunConfig()'s; `overrides` (train): None, so that only a flag given overrides the config's run.* key."""
+    from ..distill.config import RunConfig
+
+    defaults = RunConfig()
+    key = "= --set run.{}=...: " if overrides else ""
+    old = f" ({', '.join(accelerator_aliases)}: the old name)" if accelerator_aliases else ""
+    parser.add_argument("--accelerator", *accelerator_aliases, dest="accelerator", choices=ACCELERATORS,
+                        default=None if overrides else defaults.accelerator,
+                        help=key.format("accelerator") + "what the processes run on" + old)
+    parser.add_argument("--devices", type=int, default=None if overrides else defaults.devices,
+                        help=key.format("devices") + "processes per node (GPUs, or CPU processes)")
+    parser.add_argument("--num-nodes", type=int, default=None if overrides else defaults.num_nodes,
+                        help=key.format("num_nodes") + "nodes (under torchrun or SLURM)")
 
 
 def segmenter_from_args(args: argparse.Namespace) -> PartSegmenter:

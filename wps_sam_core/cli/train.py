@@ -6,6 +6,8 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .common import add_process_args
+
     p = sub.add_parser("train", help="distil a prompter from weak labels (boxes/points)",
                        description="YAML schema: wps_sam_core/distill/config.py; overrides: --set section.key=value. "
                                    "model.sam_checkpoint is needed (an official SAM checkpoint, or 'random' for "
@@ -16,9 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="= --set data.root=...")
     p.add_argument("--out-dir", help="= --set run.out_dir=...")
     p.add_argument("--max-steps", type=int, help="= --set optim.max_steps=...")
-    p.add_argument("--devices", type=int, help="= --set run.devices=...")
-    p.add_argument("--num-nodes", type=int, help="= --set run.num_nodes=... (with torchrun/SLURM, as wps-sam cache)")
-    p.add_argument("--accelerator", choices=["auto", "cpu", "cuda", "gpu"], help="= --set run.accelerator=...")
+    add_process_args(p, overrides=True)
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT_DIR/last.ckpt at its exact step; config changes are named, and refused "
                         "unless they can apply (lr, schedule, logging: see wps_sam_core/distill/run_folder.py)")
