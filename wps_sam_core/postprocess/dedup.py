@@ -112,13 +112,11 @@ def duplicate_groups(masks: torch.Tensor, classes: torch.Tensor, scores: torch.T
     order = score_order(scores).to(masks.device)
     if n == 0:
         return order
-    iou = mask_iou_matrix(masks[order], mask_threshold)
-    ranked_classes = classes.to(iou.device)[order]
-    linked = (iou > iou_threshold) & (ranked_classes[:, None] == ranked_classes[None, :])
-    reach = linked | torch.eye(n, dtype=torch.bool, device=iou.device)
+    above = ranked_same_class_iou(masks, classes, order, mask_threshold) > iou_threshold  # upper triangle
+    reach = above | above.T | torch.eye(n, dtype=torch.bool, device=above.device)
     for _ in range(max(1, math.ceil(math.log2(n)))):  # paths of length 2, 4, 8, ... >= n - 1
         reach = (reach.to(torch.float64) @ reach.to(torch.float64)) > 0
-    ranks = torch.arange(n, device=iou.device)
+    ranks = torch.arange(n, device=reach.device)
     first_rank = torch.where(reach, ranks[None, :], torch.full_like(reach, n, dtype=torch.long)).min(1).values
     owner = torch.empty_like(order)
     owner[order] = order[first_rank.to(order.device)]
