@@ -153,9 +153,14 @@ def pick_connections(connections, topic: str, msg_type: str, what: str) -> list:
     """The connections of `topic` with type `msg_type` (names of any ROS 2 release); none is one line."""
     picked = [c for c in connections if c.topic == topic and modern_type_name(c.msgtype) == msg_type]
     if not picked:
-        available = sorted(f"{c.topic} ({c.msgtype})" for c in connections)
-        raise WpsSamError(f"no {what} topic {topic!r} ({msg_type}) in the bag; topics: {', '.join(available) or 'none'}")
+        raise _not_in_bag(connections, f"{what} topic {topic!r} ({msg_type})")
     return picked
+
+
+def _not_in_bag(connections, what: str) -> WpsSamError:
+    """'no WHAT in the bag; topics: ...' (the bag's topics and types, so a typo is seen at once)."""
+    available = sorted(f"{c.topic} ({c.msgtype})" for c in connections)
+    return WpsSamError(f"no {what} in the bag; topics: {', '.join(available) or 'none'}")
 
 
 def pick_image_connections(connections, image_topic: str, compressed: str) -> list:
@@ -173,9 +178,7 @@ def pick_image_connections(connections, image_topic: str, compressed: str) -> li
     else:
         picked = by_topic(image_topic, (raw_type, comp_type)) or by_topic(comp_topic, (comp_type,))
     if not picked:
-        available = sorted(f"{c.topic} ({c.msgtype})" for c in connections)
-        raise WpsSamError(f"no {'compressed ' if compressed == 'yes' else ''}image topic {image_topic!r} in the bag; "
-                          f"topics: {', '.join(available) or 'none'}")
+        raise _not_in_bag(connections, f"{'compressed ' if compressed == 'yes' else ''}image topic {image_topic!r}")
     return picked
 
 
@@ -225,19 +228,19 @@ def process_bag(src: Path, dst: Path, segmenter, image_topic: str, compressed: s
             depth_opts = depth_options(depth_params) if depth_params else {}
             depths: set[int] = set()
             infos: set[int] = set()
+            depth_topic, info_topic = depth_opts["depth_inputs"] if depth_opts else ("", "")
             if depth_opts:
-                depth_topic, info_topic = depth_opts["depth_inputs"]
                 depths = {c.id for c in pick_connections(reader.connections, depth_topic, topics.RAW_IMAGE_TYPE,
                                                          "depth image")}
                 infos = {c.id for c in pick_connections(reader.connections, info_topic, topics.CAMERA_INFO_TYPE,
                                                         "CameraInfo")}
             copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
             outputs: dict[str, Any] = {}
-            for key, spec in topics.OUTPUT_TOPICS.items():
+            for key in topics.advertised_outputs(depth_topic):
                 if key == "diagnostics" or (key == "overlay" and not overlay) or (
-                        key in topics.DEPTH_OUTPUTS and not depth_opts) or (
-                        key == "points" and not depth_opts.get("publish_points")):
+                        key == "points" and not depth_opts["publish_points"]):
                     continue  # diagnostics describe a live node, not a recording
+                spec = topics.OUTPUT_TOPICS[key]
                 outputs[key] = writer.add_connection(topics.resolve(spec.name), spec.msg_type, typestore=typestore,
                                                      offered_qos_profiles=[_qos_profile(spec.qos)])
             counts = {conn.topic: 0 for conn in outputs.values()}
