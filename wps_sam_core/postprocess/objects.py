@@ -83,18 +83,19 @@ def object_table(class_names: Sequence[str], table: Mapping[str, Any], source: s
 
 # ----------------------------------------------------------------------------- grouping
 @dataclass(frozen=True)
-class _Box:
+class MaskBox:
     y0: int
     y1: int
     x0: int
     x1: int
 
 
-def _bounds(mask: np.ndarray) -> _Box | None:
+def mask_bounds(mask: np.ndarray) -> MaskBox | None:
+    """The mask's bounding box (y1, x1 exclusive), None for an empty mask; also the tracker's crop."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return None
-    return _Box(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    return MaskBox(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
 
 
 def contact_matrix(masks: Sequence[np.ndarray], radius: int = DEFAULT_CONTACT_RADIUS) -> np.ndarray:
@@ -104,7 +105,7 @@ def contact_matrix(masks: Sequence[np.ndarray], radius: int = DEFAULT_CONTACT_RA
         raise WpsSamError(f"contact radius must be >= 0 pixels, got {radius}")
     k = len(masks)
     out = np.zeros((k, k), dtype=np.int64)
-    boxes = [_bounds(m) for m in masks]
+    boxes = [mask_bounds(m) for m in masks]
     kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
     for i, (mask, box) in enumerate(zip(masks, boxes)):
         if box is None:

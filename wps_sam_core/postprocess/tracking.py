@@ -37,7 +37,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ..errors import WpsSamError
-from .objects import objects_from_parts
+from .objects import mask_bounds, objects_from_parts
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +135,11 @@ class _Crop:
 
 def _crop(mask: np.ndarray) -> _Crop | None:
     """The mask's bounding-box crop, or None for an empty mask (it can neither match nor start a track)."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    box = mask_bounds(mask)
+    if box is None:
         return None
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    pixels = mask[y0:y1, x0:x1]
-    return _Crop(pixels, y0, x0, int(pixels.sum()))
+    pixels = mask[box.y0:box.y1, box.x0:box.x1]
+    return _Crop(pixels, box.y0, box.x0, int(pixels.sum()))
 
 
 def _shifted(crop: _Crop, dy: int, dx: int, shape: tuple[int, int]) -> _Crop | None:
