@@ -6,7 +6,7 @@ backend, so a result is the same object with the same settings whichever backend
 
   torch        base.Runner over the PyTorch WPSSAM (torch_runner.TorchRunner)
   onnxruntime  the graphs of `wps-sam export --onnx` (onnx_runner.OnnxRunner), exported on first use
-               into a cache folder when no ONNX folder is given (onnx_cache.py)
+               into a cache folder when no ONNX folder is given (onnx_loading.py)
 
 Torch-free on purpose: the CLI's flags and the node's parameters read these names.
 """

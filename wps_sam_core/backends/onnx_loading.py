@@ -18,8 +18,6 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import torch
-
 from ..errors import WpsSamError
 from .onnx_runner import OnnxRunner
 
@@ -39,11 +37,10 @@ def cache_root() -> Path:
 
 def model_key(seg: PartSegmenter, opset: int, fp16: bool) -> str:
     """Hash of everything the graphs depend on: weights (all parameters and buffers), classes, SAM type, opset."""
-    digest = hashlib.sha256(f"{seg.sam_type}|{seg.class_names}|{opset}|{fp16}".encode())
-    for name, tensor in sorted(seg.model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:20]
+    from ..checkpoint import tensors_sha256
+
+    weights = tensors_sha256(seg.model.state_dict())
+    return hashlib.sha256(f"{seg.sam_type}|{seg.class_names}|{opset}|{fp16}|{weights}".encode()).hexdigest()[:20]
 
 
 def _export_into(seg: PartSegmenter, directory: Path, fp16: bool) -> None:
