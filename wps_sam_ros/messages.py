@@ -159,19 +159,20 @@ class MessageFactory:
     def _detection(self, header: Any, det_id: int, class_id: str, score: float,
                    box_xyxy: tuple[float, float, float, float]) -> Any:
         x0, y0, x1, y1 = box_xyxy  # pixel edges: pixel (u, v) covers [u, u+1) x [v, v+1)
-        hypothesis = self.new(
-            "vision_msgs/msg/ObjectHypothesisWithPose",
-            hypothesis=self.new("vision_msgs/msg/ObjectHypothesis", class_id=class_id, score=float(score)),
-            pose=self._identity_pose(),
-        )
         bbox = self.new(
             "vision_msgs/msg/BoundingBox2D",
             center=self.new("vision_msgs/msg/Pose2D", theta=0.0,
                             position=self.new("vision_msgs/msg/Point2D", x=(x0 + x1) / 2, y=(y0 + y1) / 2)),
             size_x=float(x1 - x0), size_y=float(y1 - y0),
         )
-        return self.new("vision_msgs/msg/Detection2D", header=self.copy_header(header), results=[hypothesis],
-                        bbox=bbox, id=str(det_id))
+        return self.new("vision_msgs/msg/Detection2D", header=self.copy_header(header),
+                        results=[self._hypothesis(class_id, score)], bbox=bbox, id=str(det_id))
+
+    def _hypothesis(self, class_id: str, score: float, position: Sequence[float] = (0.0, 0.0, 0.0)) -> Any:
+        """Class and score, posed at `position` (the origin for 2D detections), shared by Detection2D and 3D."""
+        return self.new("vision_msgs/msg/ObjectHypothesisWithPose",
+                        hypothesis=self.new("vision_msgs/msg/ObjectHypothesis", class_id=class_id, score=float(score)),
+                        pose=self._identity_pose(position))
 
     def _identity_pose(self, position: Sequence[float] = (0.0, 0.0, 0.0)) -> Any:
         """Identity orientation, zero covariance (vision_msgs' defaults); 2D detections have no 3D position."""
@@ -189,17 +190,12 @@ class MessageFactory:
         identity); the hypothesis pose is the centre too (consumers that read results[0].pose find it)."""
         dets = []
         for part in lifted.parts:
-            hypothesis = self.new(
-                "vision_msgs/msg/ObjectHypothesisWithPose",
-                hypothesis=self.new("vision_msgs/msg/ObjectHypothesis", class_id=part.class_name,
-                                    score=float(part.score)),
-                pose=self._identity_pose(part.centre),
-            )
             sx, sy, sz = (float(v) for v in part.size)
             bbox = self.new("vision_msgs/msg/BoundingBox3D", center=self._pose(part.centre),
                             size=self.new("geometry_msgs/msg/Vector3", x=sx, y=sy, z=sz))
             dets.append(self.new("vision_msgs/msg/Detection3D", header=self.copy_header(header),
-                                 results=[hypothesis], bbox=bbox, id=str(part.instance_id)))
+                                 results=[self._hypothesis(part.class_name, part.score, part.centre)], bbox=bbox,
+                                 id=str(part.instance_id)))
         return self.new("vision_msgs/msg/Detection3DArray", header=header, detections=dets)
 
     def point_cloud(self, header: Any, points: np.ndarray) -> Any:
