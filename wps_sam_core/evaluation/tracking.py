@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import WpsSamError
+from ..postprocess.objects import mask_bounds
 from ..postprocess.tracking import NO_ID, SECOND_STAGE_BOX_IOU, PartTracker, TrackerSettings
 from .hota import HotaFrame, hota
 from .instances import iou_from_overlaps, pairwise_overlaps
@@ -103,10 +104,8 @@ def mask_iou(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
 
 def mask_box(mask: np.ndarray) -> np.ndarray:
     """The mask's bounding box x0, y0, x1, y1 in pixel edges (x1, y1 exclusive); zeros for an empty mask."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if rows.size == 0:
-        return np.zeros(4)
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], float)
+    box = mask_bounds(mask)
+    return np.zeros(4) if box is None else np.array([box.x0, box.y0, box.x1, box.y1], float)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
