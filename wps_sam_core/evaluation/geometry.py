@@ -31,7 +31,6 @@ from .objects import match_parts
 
 VARIANTS = {"noise_free": "depth_file", "sensor_noise": "noisy_depth_file"}  # variant -> camera entry key
 DISTANCE_BINS_M = (0.0, 0.8, 1.2, 2.0, math.inf)  # "at 1 m" = the 0.8-1.2 m bin
-GT_MASKS = "GT masks (depth noise only)"
 
 
 def bin_name(low: float, high: float) -> str:
