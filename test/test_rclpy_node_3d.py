@@ -22,6 +22,7 @@ from vision_msgs.msg import Detection3DArray  # noqa: E402
 
 from wps_sam_ros import topics  # noqa: E402
 from wps_sam_ros.messages import MessageFactory, RclpyBackend  # noqa: E402
+from wps_sam_ros.sync import stamp_ns  # noqa: E402
 from node_process import NodeProcess  # noqa: E402
 
 from conftest import random_image  # noqa: E402
@@ -37,7 +38,7 @@ COLOUR, DEPTH = f"/{NS}/camera/color/image_raw", f"/{NS}/camera/aligned_depth_to
 
 
 def stamp_of(msg) -> int:
-    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+    return stamp_ns(msg.header)
 
 
 def test_message_filters_pairs_colour_and_depth_and_3d_waits_for_camera_info(tiny_files):

@@ -7,9 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from wps_sam_ros.sync import RESTART_S, ApproximateTimeSync, DepthFrameSync, clear_on_restart
+from wps_sam_ros.sync import RESTART_S, ApproximateTimeSync, DepthFrameSync, clear_on_restart, stamp_ns
 
 MS = 1_000_000
+
+
+def stamp_of(m) -> int:
+    return stamp_ns(m.header)
 
 
 def msg(stamp_ns: int, tag: str = ""):
@@ -20,9 +24,7 @@ def msg(stamp_ns: int, tag: str = ""):
 def run(sequence, n_inputs=2, queue_size=10, slop_s=0.01):
     """sequence: (input index, stamp ns) in arrival order -> the emitted sets as tuples of stamps."""
     sets = []
-    sync = ApproximateTimeSync(n_inputs, queue_size, slop_s,
-                               lambda *m: sets.append(tuple(x.header.stamp.sec * 10**9 + x.header.stamp.nanosec
-                                                            for x in m)))
+    sync = ApproximateTimeSync(n_inputs, queue_size, slop_s, lambda *m: sets.append(tuple(stamp_of(x) for x in m)))
     for index, stamp in sequence:
         sync.add(index, msg(stamp))
     return sets, sync
@@ -160,10 +162,6 @@ def test_pairs_exactly_like_rclpy_message_filters(n_inputs):
         assert ours == theirs, (queue_size, slop, sequence)
         checked += len(ours)
     assert checked > 100  # the sequences do produce sets
-
-
-def stamp_of(m) -> int:
-    return m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
 
 
 def test_the_rclpy_node_guard_unstalls_message_filters_on_a_bag_loop():
