@@ -31,7 +31,7 @@ from .cache import EmbeddingCache, provenance_for
 from .config import TrainConfig, config_from_dict
 from .dataset import DistillDataset, collate, epoch_batches
 from .losses import WPSCriterion
-from .processes import launch, make_fabric
+from .processes import Ranks, launch, make_fabric
 from .run_folder import (BEST_PROMPTER, CONFIG_FILE, LAST_PROMPTER, STATE_FILE, SUMMARY_FILE, check_resume,
                          config_changes, prepare_out_dir, read_state, write_config)
 from .runlog import RunLog
@@ -128,32 +128,24 @@ class Trainer:
         return self._loop(self._setup())
 
     def _prepare_folder(self) -> None:
-        """Rank 0: refuse/clear the run folder, check a resume's config changes, save config.yaml; the outcome
-        is broadcast so every rank stops on a refusal (rank 0 says why, once)."""
-        fabric, error = self.fabric, None
-        if fabric.is_global_zero:
+        """Rank 0: refuse/clear the run folder, check a resume's config changes, save config.yaml; every rank
+        stops on a refusal (rank 0 says why, once)."""
+        Ranks(self.fabric).on_zero(self._prepare_folder_on_zero)
+
+    def _prepare_folder_on_zero(self) -> None:
+        prepare_out_dir(self.out, self.resume, self.overwrite)
+        for stale in self.out.glob(".*.tmp"):  # half-written file of a killed run: never used
+            stale.unlink()
+        if self.resume:
+            state = read_state(self.out / STATE_FILE)
             try:
-                prepare_out_dir(self.out, self.resume, self.overwrite)
-                for stale in self.out.glob(".*.tmp"):  # half-written file of a killed run: never used
-                    stale.unlink()
-                if self.resume:
-                    state = read_state(self.out / STATE_FILE)
-                    try:
-                        stored = config_from_dict(json.loads(state["config"]), f"{self.out / STATE_FILE}: config")
-                    except (KeyError, TypeError, ValueError):
-                        raise WpsSamError(f"--resume: {self.out / STATE_FILE} holds no readable config") from None
-                    same_sam = bool(self.sam_sha) and state.get("sam_sha256") == self.sam_sha
-                    check_resume(config_changes(stored.to_dict(), self.cfg.to_dict(), same_sam))
-                text = write_config(self.out, self.cfg.to_dict())
-                log.info("config (saved as %s):\n%s", self.out / CONFIG_FILE, text.rstrip())
-            except WpsSamError as exc:
-                error = str(exc)
-        if fabric.world_size > 1:
-            error = fabric.broadcast(error, src=0)
-        if error:
-            if fabric.is_global_zero:
-                raise WpsSamError(error)
-            raise SystemExit(2)
+                stored = config_from_dict(json.loads(state["config"]), f"{self.out / STATE_FILE}: config")
+            except (KeyError, TypeError, ValueError):
+                raise WpsSamError(f"--resume: {self.out / STATE_FILE} holds no readable config") from None
+            same_sam = bool(self.sam_sha) and state.get("sam_sha256") == self.sam_sha
+            check_resume(config_changes(stored.to_dict(), self.cfg.to_dict(), same_sam))
+        text = write_config(self.out, self.cfg.to_dict())
+        log.info("config (saved as %s):\n%s", self.out / CONFIG_FILE, text.rstrip())
 
     def _setup(self) -> TrainingRun:
         """Data, frozen SAM + prompter, optimizer, scheduler, criterion (and the resumed state): sets the
