@@ -10,6 +10,7 @@ import torch
 from ..data.coco import CocoPartDataset
 from ..evaluation.metrics import SegmentationMetrics
 from ..modeling.wpssam import WPSSAM
+from .config import BEST_METRICS
 
 if TYPE_CHECKING:
     from ..segmenter import PartSegmenter
@@ -38,7 +39,7 @@ def validate(fabric, model: WPSSAM, val_set: CocoPartDataset, max_images: int) -
         state = fabric.all_reduce(state, reduce_op="sum")
     merged = SegmentationMetrics.from_state_vector(state.cpu().numpy(), val_set.num_classes, val_set.class_names)
     result = merged.compute()
-    for key in ("mIoU", "mAcc", "paper_mIoU", "paper_mAcc", "mIoU_with_background", "pixel_acc"):
+    for key in BEST_METRICS:  # the scalar means (run.best_metric picks one)
         result[key] = 0.0 if result[key] != result[key] else float(result[key])
     return result
 
