@@ -49,7 +49,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+    return file_hexdigest(path, hashlib.sha256(), chunk)
+
+
+def file_hexdigest(path: str | os.PathLike, digest, chunk: int = 1 << 20) -> str:
+    """`digest` (a fresh hashlib object) fed the file's bytes in chunks; its hexdigest."""
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)

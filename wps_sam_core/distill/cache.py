@@ -26,6 +26,7 @@ import torch
 from segment_anything.modeling import Sam
 
 from ..errors import WpsSamError
+from ..io_utils import file_hexdigest
 from ..modeling.sam import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,7 @@ ImageSource = Union[str, os.PathLike, Callable[[], np.ndarray]]  # an image file
 
 def image_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """sha1 of an image file's bytes: what identifies a cached image beyond its name (about 1 GB/s)."""
-    digest = hashlib.sha1(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_hexdigest(path, hashlib.sha1(usedforsecurity=False), chunk)
 
 
 def _examples(keys: Sequence[str], n: int = 3) -> str:
