@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from ..errors import WpsSamError
-from ..io_utils import atomic_write_bytes
+from ..image_io import write_png
 from ..postprocess.geometry3d import CameraIntrinsics, instance_centres
 
 DEPTH_STREAM = 3  # appended to (seed, split, index): a random stream the 2D scene never reads
@@ -200,12 +200,12 @@ def write_depth(out: Path, split: str, image_entry: dict, clean_m: np.ndarray, k
     name = image_entry["file_name"]
     camera = {"K": [round(float(v), 6) for v in k.matrix().reshape(-1)], "depth_unit_m": DEPTH_UNIT_M,
               "depth_file": f"depth/{split}/{name}"}
-    atomic_write_bytes(out / camera["depth_file"], _png16(clean_mm))
+    write_png(out / camera["depth_file"], clean_mm)
     if depth_noise is not None:
         noisy = sensor_noise(clean_mm * DEPTH_UNIT_M, noise_rng, depth_noise)
         camera["noisy_depth_file"] = f"depth_noisy/{split}/{name}"
         camera["depth_noise"] = depth_noise
-        atomic_write_bytes(out / camera["noisy_depth_file"], _png16(to_millimetres(noisy)))
+        write_png(out / camera["noisy_depth_file"], to_millimetres(noisy))
     image_entry["camera"] = camera
     centre, extent, n = instance_centres(part_map, list(values), clean_mm, k, DEPTH_UNIT_M)
     for ann, c, s, count in zip(part_anns, centre, extent, n):
@@ -253,10 +253,3 @@ def read_depth(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
         raise WpsSamError(f"depth image {path} is {depth.shape[1]}x{depth.shape[0]}, the image is "
                           f"{shape[1]}x{shape[0]}")
     return depth
-
-
-def _png16(depth_mm: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", depth_mm)
-    if not ok:
-        raise WpsSamError("could not encode a depth image as PNG")
-    return encoded.tobytes()
