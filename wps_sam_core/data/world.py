@@ -339,6 +339,12 @@ def check_world_args(n: int, size: int, split: str) -> None:
         raise WpsSamError(f"--split must be a plain name like 'train' or 'val' (got {split!r})")
 
 
+def part_categories() -> list[dict]:
+    """The COCO categories of the part classes: label k = PART_CLASSES[k - 1], supercategory = its object kind."""
+    kind_of = {p: kind for kind, parts in KIND_PARTS.items() for p in parts}
+    return [{"id": i + 1, "name": c, "supercategory": kind_of[c]} for i, c in enumerate(PART_CLASSES)]
+
+
 def write_world(out: str | Path, n: int, seed: int, size: int = DEFAULT_SIZE, split: str = "train",
                 depth: bool = False, depth_noise: float | None = None,
                 depth_range: tuple[float, float] = DEFAULT_DEPTH_RANGE) -> dict:
@@ -372,9 +378,7 @@ def write_world(out: str | Path, n: int, seed: int, size: int = DEFAULT_SIZE, sp
                       depth_noise, depth_range)
     info = {"description": "wps-sam procedural part world", "seed": seed, "split": split, "size": size,
             "generator_version": GENERATOR_VERSION}
-    kind_of = {p: kind for kind, parts in KIND_PARTS.items() for p in parts}
-    part_json = {"info": info, "images": images, "annotations": part_anns,
-                 "categories": [{"id": i + 1, "name": c, "supercategory": kind_of[c]} for i, c in enumerate(PART_CLASSES)]}
+    part_json = {"info": info, "images": images, "annotations": part_anns, "categories": part_categories()}
     object_json = {"info": info, "images": images, "annotations": object_anns,
                    "categories": [{"id": i + 1, "name": k, "supercategory": "object"} for i, k in enumerate(OBJECT_KINDS)]}
     ann_dir = out / "annotations" / split

@@ -28,8 +28,8 @@ from ..io_utils import atomic_write_bytes, atomic_write_text
 from . import render
 from .world_depth import DEFAULT_DEPTH_RANGE, SequenceDepth
 from .world import (
-    BUILDERS, KIND_PARTS, MAX_ROTATION, MIN_PART_PIXELS, OBJECT_KINDS, PART_CLASSES, _normalised, check_world_args,
-    dump_json, encode_png, mask_annotation,
+    BUILDERS, MAX_ROTATION, MIN_PART_PIXELS, OBJECT_KINDS, PART_CLASSES, _normalised, check_world_args, dump_json,
+    encode_png, mask_annotation, part_categories,
 )
 
 SEQUENCE_GENERATOR_VERSION = 1  # bump when the frames a seed produces change
@@ -199,9 +199,11 @@ def write_sequences(out: str | Path, n: int, frames: int, seed: int, size: int =
     for clip in range(n):
         name = f"{clip:04d}"
         videos.append({"id": clip + 1, "name": name, "width": size, "height": size, "length": frames})
-        clip_depth = SequenceDepth(out, split, seed, clip, plan_clip(seed, clip, frames, size, split), frames,
-                                   depth_noise, depth_range) if depth or depth_noise is not None else None
-        for frame_id, frame in enumerate(render_clip(seed, clip, frames, size, split)):
+        plan = plan_clip(seed, clip, frames, size, split)
+        clip_depth = SequenceDepth(out, split, seed, clip, plan, frames, depth_noise,
+                                   depth_range) if depth or depth_noise is not None else None
+        for frame_id in range(frames):  # render_clip's frames, one in memory at a time (a clip may have 10000)
+            frame = render_frame(plan, frame_id / max(frames - 1, 1))
             file_name = f"{name}/{frame_id:06d}.png"
             atomic_write_bytes(out / "images" / split / file_name, encode_png(frame.image))
             image_id = len(images) + 1
@@ -215,13 +217,11 @@ def write_sequences(out: str | Path, n: int, frames: int, seed: int, size: int =
                                     **mask_annotation(frame.track_ids == local)})
             if clip_depth is not None:
                 clip_depth.add(frame_id, frame, images[-1], annotations[len(annotations) - len(frame.parts):])
-    kind_of = {p: kind for kind, parts in KIND_PARTS.items() for p in parts}
     info = {"description": "wps-sam procedural part world, clips", "seed": seed, "split": split, "size": size,
             "frames": frames, "sequence_generator_version": SEQUENCE_GENERATOR_VERSION}
     payload = {"info": info, "videos": videos, "images": images, "annotations": annotations,
                "tracks": [{"id": t, "video_id": c + 1} for (c, _), t in track_ids.items()],
-               "categories": [{"id": i + 1, "name": c, "supercategory": kind_of[c]}
-                              for i, c in enumerate(PART_CLASSES)]}
+               "categories": part_categories()}
     path = out / "annotations" / split / f"{split}.json"
     atomic_write_text(path, dump_json(payload))
     return {"clips": n, "images": len(images), "parts": len(annotations), "tracks": len(track_ids),
